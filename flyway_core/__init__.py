@@ -1,0 +1,49 @@
+"""flyway: forward TCP connections through HTTP, WebSocket or KCP carriers."""
+
+from __future__ import annotations
+
+from flyway_core.address import Address, ServerURL
+from flyway_core.errors import (
+    CarrierClosed,
+    CarrierError,
+    ConfigError,
+    DialError,
+    FlywayError,
+    HandshakeRejected,
+    LocalProtocolError,
+    PluginError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamResetError,
+    TargetError,
+    TunnelRefused,
+    TunnelUnavailable,
+    map_errors,
+)
+from flyway_core.hookspecs import hookimpl
+from flyway_core.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "CarrierClosed",
+    "CarrierError",
+    "ConfigError",
+    "DialError",
+    "FlywayError",
+    "HandshakeRejected",
+    "LocalProtocolError",
+    "PluginError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ServerURL",
+    "Settings",
+    "StreamResetError",
+    "TargetError",
+    "TunnelRefused",
+    "TunnelUnavailable",
+    "__version__",
+    "hookimpl",
+    "map_errors",
+]

@@ -1,0 +1,345 @@
+"""The ``flyway`` command line: goflyway's flags, rich output, one readable line per error.
+
+click builds it: it takes goflyway's forms as they are (``flyway :8100 -p PW``,
+``flyway -wL 1080::1080 server:8100 -p PW``, bundled short flags included) and
+lets plugins add options and sub-commands as datasette and llm plugins do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from flyway_core import __version__
+from flyway_core.address import Address, ServerURL
+from flyway_core.errors import ConfigError, FlywayError
+from flyway_core.plugins import PACKAGE_HINTS, Plugins, make_plugin_manager
+from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
+from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, Settings
+
+__all__ = ["build_cli", "main"]
+
+EXAMPLES = f"""\b
+Examples:
+  serve (every installed transport on one port):
+    flyway :{DEFAULT_PORT} -p PASSWORD
+  forward local port 2222 to the server's ssh:
+    flyway -L 2222:127.0.0.1:22 server:{DEFAULT_PORT} -p PASSWORD
+  the same over WebSocket, to the server's own port 80:
+    flyway -w -L 8080::80 server:{DEFAULT_PORT} -p PASSWORD
+  keep the password out of `ps`:
+    FLYWAY_PASSWORD=secret flyway -L 5432 server:{DEFAULT_PORT}
+\b
+Sub-commands:
+  flyway plugins [--all] [--json]    installed plugins and what they provide
+"""
+
+_CORE_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K")}
+stderr = Console(stderr=True, highlight=False)
+log = logging.getLogger("flyway")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    stderr.print(f"[bold red]flyway:[/] {message}")
+    sys.exit(code)
+
+
+def _window(value: int) -> int:
+    if not MIN_WINDOW <= value <= MAX_WINDOW:
+        raise click.BadParameter(f"must be between {MIN_WINDOW} and {MAX_WINDOW} bytes")
+    return value
+
+
+def build_run_command(plugins: Plugins) -> click.Command:
+    """The main command: a server, or (with any listener option) a client."""
+
+    @click.command(
+        name="flyway",
+        epilog=EXAMPLES,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    @click.argument("address", required=False, metavar="[ADDRESS]")
+    @click.option(
+        "-p", "--password", envvar="FLYWAY_PASSWORD", help="Shared password (or FLYWAY_PASSWORD)."
+    )
+    @click.option("-w", "websocket", is_flag=True, help="Client: carry the tunnel over WebSocket.")
+    @click.option("-K", "kcp", is_flag=True, help="Client: carry the tunnel over KCP (UDP).")
+    @click.option(
+        "--transport", metavar="NAME", help="Client: use the transport NAME (see `flyway plugins`)."
+    )
+    @click.option(
+        "-P",
+        "fallback",
+        metavar="SPEC",
+        help="Server: what non-tunnel visitors see (default: a 404 page).",
+    )
+    @click.option(
+        "-W",
+        "window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        show_default=True,
+        callback=lambda c, p, v: _window(v),
+        help="Per-stream window: bytes in flight or buffered for one connection.",
+    )
+    @click.option(
+        "-t",
+        "timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        show_default=True,
+        help="Seconds of silence before a session counts as dead (keepalives every third).",
+    )
+    @click.option(
+        "--cipher",
+        type=click.Choice([c.label for c in Cipher]),
+        default=Cipher.AES_256_GCM.label,
+        show_default=True,
+        help="Client: record cipher.",
+    )
+    @click.option(
+        "-v",
+        "verbose",
+        count=True,
+        help="-v: a line per connection; -vv: live traffic and tracebacks.",
+    )
+    @click.option("-q", "quiet", is_flag=True, help="Errors only.")
+    @click.option(
+        "--disable-plugin",
+        multiple=True,
+        metavar="NAME",
+        help="Do not load plugin NAME (repeatable; or FLYWAY_DISABLE_PLUGINS).",
+    )
+    @click.version_option(
+        __version__, "--version", prog_name="flyway", message="%(prog)s %(version)s"
+    )
+    @click.pass_context
+    def run(ctx: click.Context, /, **params: Any) -> None:
+        core = {
+            "address",
+            "password",
+            "websocket",
+            "kcp",
+            "transport",
+            "fallback",
+            "window",
+            "timeout",
+            "cipher",
+            "verbose",
+            "quiet",
+            "disable_plugin",
+        }
+        settings = Settings(
+            password=params["password"] or "",
+            window=params["window"],
+            idle_timeout=params["timeout"],
+            cipher=params["cipher"],
+            verbosity=-1 if params["quiet"] else params["verbose"],
+            options={k: v for k, v in params.items() if k not in core},
+        )
+        _setup_logging(settings.verbosity)
+        listeners = plugins.listeners(settings)
+        if listeners:
+            _run_client(plugins, settings, params, listeners)
+        else:
+            _run_server(plugins, settings, params)
+
+    for option in plugins.options():
+        run.params.append(option)
+    return run
+
+
+def _setup_logging(verbosity: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbosity >= 2 else logging.WARNING
+    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=verbosity >= 2)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("aiohttp").setLevel(logging.ERROR if verbosity < 2 else logging.DEBUG)
+
+
+def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]) -> Any:
+    chosen = [(name, flag) for key, (name, flag) in _CORE_FLAGS.items() if params[key]]
+    if params["transport"]:
+        chosen.append((params["transport"], "--transport"))
+    if len(chosen) > 1:
+        raise ConfigError("choose one transport: " + ", ".join(flag for _, flag in chosen))
+    if chosen:
+        name, flag = chosen[0]
+        return plugins.transport(name, settings, flag=flag)
+    installed = plugins.transports(settings)
+    if "http" in installed:
+        return installed["http"]
+    if "ws" in installed:
+        stderr.print(
+            "[dim]note: the HTTP POST transport is not installed "
+            f"(pip install {PACKAGE_HINTS['http']}); using WebSocket[/]"
+        )
+        return installed["ws"]
+    return plugins.transport("http", settings)
+
+
+def _run_client(
+    plugins: Plugins, settings: Settings, params: dict[str, Any], listeners: list[Any]
+) -> None:
+    if not params["address"]:
+        raise ConfigError("a client needs the server's address, like server:8100")
+    if not settings.password:
+        raise ConfigError("a password is needed: -p PASSWORD or FLYWAY_PASSWORD")
+    server = ServerURL.parse(params["address"], default_port=DEFAULT_PORT)
+    transport = _pick_transport(plugins, settings, params)
+
+    from flyway_core.runtime import run_client
+
+    def started(tunnel: Any, bound: list[tuple[Any, Address]]) -> None:
+        if settings.verbosity < 0:
+            return
+        table = Table.grid(padding=(0, 2))
+        table.add_row("[bold]server[/]", f"{server} over {transport.name}")
+        for listener, address in bound:
+            table.add_row(
+                "[bold]listening[/]", f"{address}  →  {getattr(listener, 'target', listener)}"
+            )
+        table.add_row(
+            "[bold]window[/]",
+            f"{settings.window} bytes per stream, idle timeout {settings.idle_timeout:g}s",
+        )
+        stderr.print(Panel(table, title=f"flyway {__version__} client", expand=False))
+
+    _run(run_client(plugins, settings, server, transport, listeners, started=started))
+
+
+def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) -> None:
+    listen = Address.parse(params["address"] or f":{DEFAULT_PORT}", default_port=DEFAULT_PORT)
+    generated = not settings.password
+    if generated:
+        settings = Settings(**{**_fields(settings), "password": secrets.token_urlsafe(18)})
+
+    from flyway_core.runtime import run_server
+
+    def started(server: Any) -> None:
+        if settings.verbosity < 0 and not generated:
+            return
+        bound = server.bound
+        table = Table.grid(padding=(0, 2))
+        table.add_row("[bold]listening[/]", f"{bound}")
+        table.add_row(
+            "[bold]transports[/]", ", ".join(sorted(server.transports)) or "none installed"
+        )
+        table.add_row("[bold]fallback[/]", str(server._fallback))
+        table.add_row(
+            "[bold]window[/]",
+            f"{settings.window} bytes per stream, idle timeout {settings.idle_timeout:g}s",
+        )
+        if generated:
+            host = listen.host or socket.gethostname()
+            table.add_row("[bold]password[/]", f"[bold yellow]{settings.password}[/] (generated)")
+            table.add_row(
+                "[bold]client[/]",
+                f"flyway -L 8080:127.0.0.1:80 {Address(host, bound.port)} -p {settings.password}",
+            )
+        stderr.print(Panel(table, title=f"flyway {__version__} server", expand=False))
+
+    _run(run_server(plugins, settings, listen, fallback_spec=params["fallback"], started=started))
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in Settings.__slots__}
+
+
+def _run(coro: Any) -> None:
+    """Run until done, Ctrl-C or SIGTERM (both exit 0 promptly)."""
+
+    async def supervise() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(supervise())
+    else:
+        uvloop.run(supervise())
+
+
+def build_cli(plugins: Plugins) -> click.Group:
+    """The group holding sub-commands (``plugins``, and any a plugin registers)."""
+
+    @click.group(name="flyway", context_settings={"help_option_names": ["-h", "--help"]})
+    def cli() -> None:
+        """flyway sub-commands."""
+
+    cli.plugins = plugins  # type: ignore[attr-defined]
+    plugins.add_commands(cli)
+    return cli
+
+
+def _blocked_from(argv: Sequence[str]) -> list[str]:
+    blocked = []
+    for i, arg in enumerate(argv):
+        if arg == "--disable-plugin" and i + 1 < len(argv):
+            blocked.append(argv[i + 1])
+        elif arg.startswith("--disable-plugin="):
+            blocked.append(arg.split("=", 1)[1])
+    return blocked
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        flyway = [e for e in exc.exceptions if isinstance(_unwrap(e), FlywayError)]
+        exc = _unwrap(flyway[0]) if flyway else exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``flyway`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-vv", "-vvv") for a in args) or os.environ.get("FLYWAY_DEBUG") == "1"
+    try:
+        plugins = Plugins(make_plugin_manager(blocked=_blocked_from(args)))
+        for name, error in plugins.pm.load_errors.items():
+            stderr.print(
+                f"[yellow]flyway: plugin {name!r} failed to load and is skipped: {error}[/]"
+            )
+        cli = build_cli(plugins)
+        if args and args[0] in cli.commands:
+            cli.main(args, prog_name="flyway", standalone_mode=True)
+        else:
+            build_run_command(plugins).main(args, prog_name="flyway", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(0)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        inner = _unwrap(exc)
+        if verbose:
+            stderr.print_exception()
+        if isinstance(inner, ConfigError):
+            _fail(str(inner), 2)
+        if isinstance(inner, FlywayError):
+            _fail(str(inner), 1)
+        if isinstance(inner, KeyboardInterrupt):
+            sys.exit(0)
+        _fail(f"unexpected {type(inner).__name__}: {inner} (run with -vv for details)", 1)

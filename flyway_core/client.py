@@ -1,0 +1,129 @@
+"""The client's tunnel: keeps one session to the server up and opens streams on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from flyway_core.errors import CarrierError, DialError, TunnelRefused, TunnelUnavailable
+from flyway_core.events import DialFailed, Event, SessionDown, SessionUp
+from flyway_core.protocol import Cipher, ClientConnection, derive_master_key
+from flyway_core.session import Session, Stats
+
+if TYPE_CHECKING:
+    from flyway_core.address import Address, ServerURL
+    from flyway_core.interfaces import Transport
+    from flyway_core.settings import Settings
+    from flyway_core.stream import TunnelStream
+
+__all__ = ["ClientTunnel"]
+
+log = logging.getLogger(__name__)
+DIAL_TIMEOUT = 15.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+
+class ClientTunnel:
+    """A :class:`~flyway_core.interfaces.Tunnel` to one server, reconnecting with backoff."""
+
+    def __init__(
+        self,
+        server: ServerURL,
+        transport: Transport,
+        settings: Settings,
+        *,
+        emit: Callable[[Event], None],
+        stats: Stats | None = None,
+    ) -> None:
+        self.server = server
+        self.transport = transport
+        self.settings = settings
+        self.stats = stats or Stats()
+        self._emit = emit
+        self._master = derive_master_key(settings.password)
+        self._cipher = Cipher.parse(settings.cipher)
+        self._session: Session | None = None
+        self._changed = asyncio.Condition()
+
+    @property
+    def session(self) -> Session | None:
+        """The live session, if any."""
+        return self._session if self._session is not None and self._session.alive else None
+
+    async def wait_ready(self) -> Session:
+        """Wait until a session is up (for tests and tools)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.session is not None)
+        assert self._session is not None
+        return self._session
+
+    @asynccontextmanager
+    async def open_stream(
+        self, target: Address, *, origin: str = ""
+    ) -> AsyncIterator[TunnelStream]:
+        """Open a stream to ``target`` on the live session; TunnelUnavailable if none is up."""
+        session = self.session
+        if session is None:
+            raise TunnelUnavailable(f"no tunnel to {self.server} is up yet")
+        stream = session.open_stream(target, origin)
+        try:
+            yield stream
+        finally:
+            session.close_stream(stream)
+
+    async def run(self) -> None:
+        """Keep a session up until cancelled: dial, run, and dial again with backoff."""
+        backoff = BACKOFF_FIRST
+        while True:
+            session, error = await self._connect()
+            if session is None:
+                self._emit(DialFailed(str(self.server), error, backoff))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            await self._set_session(session)
+            self._emit(SessionUp(session.id, str(self.server), self.transport.name, "client"))
+            try:
+                await session.run()
+            finally:
+                await self._set_session(None)
+            if session.started.is_set():
+                backoff = BACKOFF_FIRST
+                self._emit(SessionDown(session.id, str(self.server), session.error))
+            else:  # the carrier opened, but the server never answered the handshake
+                reason = str(TunnelRefused(str(self.server), session.error or ""))
+                self._emit(DialFailed(str(self.server), reason, backoff))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _connect(self) -> tuple[Session | None, str]:
+        connection = ClientConnection(
+            self._master,
+            now=time.time(),
+            window=self.settings.window,
+            cipher=self._cipher,
+            idle_timeout=self.settings.idle_timeout,
+        )
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                carrier = await self.transport.dial(self.server, connection.hello(), self.settings)
+        except TimeoutError:
+            return None, f"timed out connecting to {self.server}"
+        except (DialError, CarrierError) as exc:
+            return None, str(exc)
+        except OSError as exc:  # a transport that forgot to map a socket error
+            return None, f"{self.server}: {exc.strerror or exc}"
+        session = Session(
+            connection, carrier, peer=str(self.server), emit=self._emit, stats=self.stats
+        )
+        return session, ""
+
+    async def _set_session(self, session: Session | None) -> None:
+        async with self._changed:
+            self._session = session
+            self._changed.notify_all()

@@ -1,0 +1,55 @@
+"""Built-in plugin: the server reaches targets with a plain TCP connection."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from typing import TYPE_CHECKING
+
+from flyway_core.errors import TargetError
+from flyway_core.hookspecs import hookimpl
+from flyway_core.protocol import ResetReason
+
+if TYPE_CHECKING:
+    from flyway_core.address import Address
+    from flyway_core.settings import Settings
+
+__all__ = ["DirectDialer"]
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+@hookimpl(trylast=True)
+def dial_upstream(target: Address, settings: Settings) -> DirectDialer:
+    return DIRECT
+
+
+class DirectDialer:
+    """Connects to the target itself; failures become typed reset reasons."""
+
+    async def connect(self, target: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host = target.host or "localhost"
+        try:
+            reader, writer = await asyncio.open_connection(host, target.port)
+        except ConnectionRefusedError:
+            raise TargetError("connection refused", reason=ResetReason.REFUSED) from None
+        except socket.gaierror as exc:
+            raise TargetError(
+                f"name not found ({exc.strerror})", reason=ResetReason.NAME_NOT_FOUND
+            ) from None
+        except TimeoutError:
+            raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+        except OSError as exc:
+            reason = ResetReason.UNREACHABLE if exc.errno in _UNREACHABLE else ResetReason.INTERNAL
+            raise TargetError(exc.strerror or str(exc), reason=reason) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
+
+    def __str__(self) -> str:
+        return "direct"
+
+
+DIRECT = DirectDialer()

@@ -1,0 +1,119 @@
+"""The exception types flyway raises at its edges; the CLI turns each into one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = [
+    "CarrierClosed",
+    "CarrierError",
+    "ConfigError",
+    "DialError",
+    "FlywayError",
+    "HandshakeRejected",
+    "LocalProtocolError",
+    "PluginError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "TargetError",
+    "TunnelRefused",
+    "TunnelUnavailable",
+    "StreamResetError",
+    "map_errors",
+]
+
+
+class FlywayError(Exception):
+    """Base of every error flyway raises on purpose."""
+
+
+class ConfigError(FlywayError):
+    """The user asked for something that cannot work: a bad flag, address or option."""
+
+
+class PluginError(FlywayError):
+    """A plugin is broken: a duplicate key, an async hook implementation, an unknown hook."""
+
+
+class ProtocolError(FlywayError):
+    """Something broke the wire protocol's rules; ``code`` is the reset/close reason to send."""
+
+    code: int = 8  # ResetReason.PROTOCOL_ERROR
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol forbids (our bug or our caller's)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids: garbage, a forged record, a window overrun."""
+
+
+class HandshakeRejected(RemoteProtocolError):
+    """A client's first bytes did not open a session: wrong key, stale clock, replay, garbage."""
+
+
+class CarrierError(FlywayError):
+    """A carrier failed: it could not be dialled, or it broke while in use."""
+
+
+class DialError(CarrierError):
+    """The server could not be reached, or did not accept the tunnel."""
+
+
+class CarrierClosed(CarrierError):
+    """The carrier is gone; no more bytes will move over it."""
+
+
+class TunnelUnavailable(CarrierError):
+    """No session to the server is up right now, so a new stream cannot be opened."""
+
+
+@contextmanager
+def map_errors(
+    mapping: dict[type[BaseException], type[FlywayError]], message: str = ""
+) -> Iterator[None]:
+    """Re-raise library exceptions as our own types at a network boundary."""
+    try:
+        yield
+    except FlywayError:
+        raise
+    except tuple(mapping) as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                detail = str(exc) or type(exc).__name__
+                raise target(f"{message}: {detail}" if message else detail) from exc
+        raise  # pragma: no cover - unreachable: the tuple matched one of the keys
+
+
+class TargetError(FlywayError):
+    """The server could not reach a stream's target; ``reason`` is the reset reason code."""
+
+    def __init__(self, message: str, *, reason: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TunnelRefused(DialError):
+    """The server answered but did not open a tunnel: a wrong password, or not flyway."""
+
+    def __init__(self, server: str, detail: str = "") -> None:
+        suffix = f"; {detail}" if detail else ""
+        super().__init__(
+            f"the server did not accept the tunnel (wrong password, or not a flyway server "
+            f"at {server}){suffix}"
+        )
+
+
+class StreamResetError(FlywayError):
+    """The peer reset a stream; ``reason`` is the reset reason code."""
+
+    def __init__(self, message: str, *, reason: int) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,213 @@
+"""Client and server connections: each end of a session, from handshake to close.
+
+Theory of operation
+===================
+
+Session lifecycle::
+
+    client:  HELLO_SENT --Welcome--> STARTED --Close sent/received, idle timeout--> CLOSED
+    server:  AWAITING_HELLO --valid Hello--> STARTED (Welcome queued) --...--> CLOSED
+    either:  a RemoteProtocolError in receive_data --> FAILED (every later receive raises)
+
+The client queues its salt and Hello when it is built and may open streams and send data at once
+(0-RTT): until Welcome arrives it assumes the server granted ``INITIAL_WINDOW`` per stream, then
+corrects each stream's credit by the difference. Anything but a valid Welcome first, including
+bytes that fail authentication (a fallback web page, say), raises HandshakeRejected.
+
+The server accepts nothing but a valid Hello first (``handshake.py``) and rejects anything else
+with HandshakeRejected, which the front door turns into its fallback answer. Once accepted it
+queues Welcome, reports SessionStarted, and handles whatever records followed the Hello.
+"""
+
+from __future__ import annotations
+
+from flyway_core.address import Address
+from flyway_core.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.base import Connection, micros
+from flyway_core.protocol.constants import (
+    DEFAULT_WINDOW,
+    MAX_STREAM_ID,
+    PROTOCOL_VERSION,
+    FrameType,
+)
+from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer, session_keys
+from flyway_core.protocol.events import (
+    CreditAvailable,
+    Event,
+    SessionStarted,
+    StreamAccepted,
+    StreamOpened,
+)
+from flyway_core.protocol.frames import (
+    Accept,
+    Frame,
+    Hello,
+    Open,
+    Welcome,
+    encode_frame,
+)
+from flyway_core.protocol.handshake import HelloReader, check_window, random_padding
+from flyway_core.protocol.records import RecordReader, RecordWriter
+from flyway_core.protocol.replay import ReplayCache
+from flyway_core.protocol.streams import HalfState, Stream
+
+__all__ = ["ClientConnection", "ServerConnection"]
+
+
+class ClientConnection(Connection):
+    """The client end: queues salt and Hello at once, opens streams, sends keepalives."""
+
+    _peer = "server"
+
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        now: float,
+        window: int = DEFAULT_WINDOW,
+        cipher: Cipher = Cipher.AES_256_GCM,
+        idle_timeout: float = 60.0,
+        keepalive: float | None = None,
+        salt: bytes | None = None,
+        padding: bytes | None = None,
+    ) -> None:
+        keepalive = idle_timeout / 3 if keepalive is None else keepalive
+        super().__init__(now=now, window=window, idle_timeout=idle_timeout, keepalive=keepalive)
+        salt = random_padding(SALT_SIZE) if salt is None else salt  # random_padding(n): n random
+        if len(salt) != SALT_SIZE:
+            raise LocalProtocolError(f"salt must be {SALT_SIZE} bytes")
+        to_server, to_client = session_keys(master_key, salt, cipher)
+        self._cipher = self._session_cipher = cipher
+        self._writer = RecordWriter(Sealer(to_server, cipher))
+        self._reader = RecordReader(Opener(to_client, cipher))
+        padding = random_padding() if padding is None else padding
+        hello = Hello(PROTOCOL_VERSION, max(0, micros(now) // 1000), window, padding)
+        self._out.append(salt + self._writer.seal(encode_frame(hello)))
+        self._hello_queued = True
+
+    def hello(self) -> bytes:
+        """Take the salt and Hello record out of the queue, to carry them out of band."""
+        if not self._hello_queued:
+            raise LocalProtocolError("hello() must come before the first data_to_send()")
+        self._hello_queued = False
+        return self._out.pop(0)
+
+    def data_to_send(self) -> bytes:
+        self._hello_queued = False
+        return super().data_to_send()
+
+    def open_stream(self, target: Address, data: bytes = b"") -> int:
+        self._usable()
+        stream_id = self._highest_id + 2 if self._highest_id else 1
+        if stream_id > MAX_STREAM_ID:
+            raise LocalProtocolError("stream ids are exhausted: start a new session")
+        frame = Open(stream_id, target, bytes(data))
+        stream = Stream(
+            stream_id, sending=HalfState.OPEN, receiving=HalfState.PENDING, credit=self._peer_window
+        )
+        stream.spend(len(data))
+        self._send(frame)
+        self._streams[stream_id] = stream
+        self._highest_id = stream_id
+        return stream_id
+
+    def _receive(self, data: Bytes, now: float) -> list[Event]:
+        if self._started:
+            return super()._receive(data, now)
+        try:
+            return super()._receive(data, now)
+        except HandshakeRejected:
+            raise
+        except RemoteProtocolError as exc:
+            if self._started:  # the failure came after Welcome, in the same batch
+                raise
+            raise HandshakeRejected(f"not a flyway server, or the key differs ({exc})") from exc
+
+    def _start(self, frame: Frame, events: list[Event]) -> None:
+        if not isinstance(frame, Welcome):
+            raise HandshakeRejected(f"expected WELCOME, got {frame.frame_type.name}")
+        if frame.version != PROTOCOL_VERSION:
+            raise HandshakeRejected(f"unsupported version {frame.version}")
+        check_window(frame.window, HandshakeRejected)
+        self._started = True
+        correction = frame.window - self._peer_window
+        self._peer_window = frame.window
+        events.append(SessionStarted(self._session_cipher, frame.window))
+        for stream in self._streams.values():
+            stream.credit += correction
+            if correction and stream.sending is not HalfState.ENDED:
+                events.append(CreditAvailable(stream.stream_id))
+
+    def _handle_role(self, frame: Frame, events: list[Event]) -> None:
+        if not isinstance(frame, Accept):
+            super()._handle_role(frame, events)
+        elif stream := self._incoming(frame.stream_id, frame):
+            stream.receive(FrameType.ACCEPT)
+            events.append(StreamAccepted(frame.stream_id))
+
+
+class ServerConnection(Connection):
+    """The server end: checks the Hello, accepts streams, answers with Welcome."""
+
+    _peer = "client"
+
+    def __init__(
+        self,
+        master_key: bytes,
+        replay: ReplayCache,
+        *,
+        now: float,
+        window: int = DEFAULT_WINDOW,
+        idle_timeout: float = 60.0,
+        padding: bytes | None = None,
+    ) -> None:
+        super().__init__(now=now, window=window, idle_timeout=idle_timeout, keepalive=None)
+        self._hello: HelloReader | None = HelloReader(master_key, replay)
+        self._padding = padding
+
+    @property
+    def accepted(self) -> bool:
+        """True once a valid Hello has arrived."""
+        return self._started
+
+    def _discard_input(self) -> None:
+        super()._discard_input()
+        self._hello = None
+
+    def _receive(self, data: Bytes, now: float) -> list[Event]:
+        if self._hello is None:
+            return super()._receive(data, now)
+        handshake = self._hello.receive(data, now)
+        if handshake is None:
+            return []
+        self._hello = None
+        hello, cipher = handshake.hello, handshake.cipher
+        self._cipher = cipher
+        self._reader = handshake.reader
+        self._writer = RecordWriter(Sealer(handshake.to_client_key, cipher))
+        self._peer_window = hello.window
+        self._started = True
+        padding = random_padding() if self._padding is None else self._padding
+        self._send(Welcome(PROTOCOL_VERSION, self._window, padding))
+        events: list[Event] = [SessionStarted(cipher, hello.window)]
+        return events + super()._receive(b"", now)
+
+    def accept_stream(self, stream_id: int) -> None:
+        stream = self._stream(stream_id)
+        stream.send(FrameType.ACCEPT)
+        self._send(Accept(stream_id))
+
+    def _handle_role(self, frame: Frame, events: list[Event]) -> None:
+        if not isinstance(frame, Open):
+            super()._handle_role(frame, events)
+            return
+        stream_id = frame.stream_id
+        if stream_id % 2 == 0 or stream_id <= self._highest_id:
+            raise RemoteProtocolError(f"OPEN may not use stream id {stream_id}")
+        self._highest_id = stream_id
+        stream = Stream(
+            stream_id, sending=HalfState.PENDING, receiving=HalfState.OPEN, credit=self._peer_window
+        )
+        stream.take(len(frame.data), self._window)
+        self._streams[stream_id] = stream
+        events.append(StreamOpened(stream_id, frame.target, frame.data))

@@ -1,0 +1,142 @@
+"""The server's front door: one aiohttp application on one port, shared by every transport.
+
+Each transport mounts a request handler; a request no handler claims, and every
+request that fails the handshake, is answered by the fallback, so a prober
+without the password sees only the site the server fronts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from flyway_core.address import Address
+from flyway_core.errors import ConfigError, HandshakeRejected
+from flyway_core.events import Event, Listening, SessionDown, SessionUp, TunnelRejected
+from flyway_core.protocol import ReplayCache, ServerConnection, derive_master_key
+from flyway_core.session import Session, Stats
+
+if TYPE_CHECKING:
+    from flyway_core.interfaces import Carrier, Dialer, Fallback, RequestHandler, Transport
+    from flyway_core.settings import Settings
+
+__all__ = ["FlywayServer"]
+
+log = logging.getLogger(__name__)
+
+
+class FlywayServer:
+    """Serves every transport and the fallback on one address (the FrontDoor transports see)."""
+
+    def __init__(
+        self,
+        listen: Address,
+        settings: Settings,
+        *,
+        transports: dict[str, Transport],
+        fallback: Fallback,
+        dialer_for: Callable[[Address], Dialer],
+        emit: Callable[[Event], None],
+        ssl_context: ssl.SSLContext | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        self.listen = listen
+        self.settings = settings
+        self.transports = transports
+        self.stats = stats or Stats()
+        self.bound: Address | None = None
+        self.sessions: set[Session] = set()
+        self._fallback = fallback
+        self._dialer_for = dialer_for
+        self._emit = emit
+        self._ssl = ssl_context
+        self._handlers: list[RequestHandler] = []
+        self._master = derive_master_key(settings.password)
+        self._replay = ReplayCache()
+
+    # --- the FrontDoor interface --------------------------------------------------------
+
+    def add_handler(self, handler: RequestHandler) -> None:
+        self._handlers.append(handler)
+
+    def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
+        connection = ServerConnection(
+            self._master,
+            self._replay,
+            now=time.time(),
+            window=self.settings.window,
+            idle_timeout=self.settings.idle_timeout,
+        )
+        try:
+            connection.receive_data(hello, time.time())
+        except HandshakeRejected as exc:
+            self._emit(TunnelRejected(peer, str(exc)))
+            return None
+        return connection
+
+    async def fallback(self, request: web.Request) -> web.StreamResponse:
+        return await self._fallback.handle(request)
+
+    async def run_session(
+        self, carrier: Carrier, connection: ServerConnection, *, peer: str, transport: str
+    ) -> None:
+        session = Session(
+            connection,
+            carrier,
+            peer=peer,
+            emit=self._emit,
+            stats=self.stats,
+            dialer_for=self._dialer_for,
+        )
+        session.started.set()
+        self.sessions.add(session)
+        self._emit(SessionUp(session.id, peer, transport, "server"))
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self._emit(SessionDown(session.id, peer, session.error))
+
+    # --- running ------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        for handler in self._handlers:
+            response = await handler(request)
+            if response is not None:
+                return response
+        return await self._fallback.handle(request)
+
+    async def serve(self, started: Callable[[Address], object] | None = None) -> None:
+        """Serve until cancelled; call ``started`` with the bound address."""
+        app = web.Application(client_max_size=8 << 20)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+        async with AsyncExitStack() as stack:
+            for transport in self.transports.values():
+                await stack.enter_async_context(transport.serve(self))
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            stack.push_async_callback(self._close_sessions)
+            site = web.TCPSite(
+                runner, self.listen.host or None, self.listen.port, ssl_context=self._ssl
+            )
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from exc
+            host, port = runner.addresses[0][:2]
+            self.bound = Address(host, port)
+            self._emit(Listening("server", self.bound))
+            if started is not None:
+                started(self.bound)
+            await asyncio.Event().wait()
+
+    async def _close_sessions(self) -> None:
+        await asyncio.gather(*(session.close() for session in list(self.sessions)))

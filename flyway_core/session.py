@@ -1,0 +1,294 @@
+"""Run one protocol connection over one carrier with asyncio: read, write, keep alive.
+
+Theory of operation: three tasks share the connection. The reader feeds carrier
+bytes to the protocol and routes its events to streams; the writer sleeps until
+anything queued bytes (``_wake``), then sends all of them in one carrier write,
+so small frames coalesce while the carrier is busy; the timer runs keepalives
+and the idle timeout. Server-side streams run in the session's task group;
+client-side streams run in their listener's task and are failed when the
+session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flyway_core.errors import (
+    CarrierError,
+    FlywayError,
+    RemoteProtocolError,
+    TargetError,
+)
+from flyway_core.events import Event, StreamDown, StreamUp
+from flyway_core.protocol import (
+    CreditAvailable,
+    DataReceived,
+    PongReceived,
+    ResetReason,
+    SessionClosed,
+    SessionStarted,
+    StreamAccepted,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from flyway_core.stream import TunnelStream
+
+if TYPE_CHECKING:
+    from flyway_core.address import Address
+    from flyway_core.interfaces import Carrier, Dialer
+    from flyway_core.protocol import ClientConnection, Connection
+
+__all__ = ["DIAL_TIMEOUT", "Session", "Stats"]
+
+log = logging.getLogger(__name__)
+DIAL_TIMEOUT = 10.0
+_session_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Running totals across every session of the process."""
+
+    sent: int = 0
+    received: int = 0
+    streams: int = 0
+    sessions: int = 0
+
+
+class _SessionOver(Exception):
+    """Raised inside the session's task group to end it; carries the reason."""
+
+
+class Session:
+    """One protocol connection over one carrier, and the streams riding on it."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        carrier: Carrier,
+        *,
+        peer: str,
+        emit: Callable[[Event], None],
+        stats: Stats,
+        dialer_for: Callable[[Address], Dialer] | None = None,
+    ) -> None:
+        self.id = f"s{next(_session_ids)}"
+        self.peer = peer
+        self.started = asyncio.Event()
+        self.error: str | None = None
+        self.rtt: float | None = None
+        self._conn = connection
+        self._carrier = carrier
+        self._emit = emit
+        self.stats = stats
+        self._dialer_for = dialer_for
+        self._streams: dict[int, TunnelStream] = {}
+        self._wake = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._done = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._done
+
+    # --- protocol operations for streams ------------------------------------------------
+
+    def open_stream(self, target: Address, origin: str) -> TunnelStream:
+        """Open a client stream now; data may follow at once (no round trip)."""
+        conn: ClientConnection = self._conn  # type: ignore[assignment]
+        stream_id = conn.open_stream(target)
+        stream = TunnelStream(self, stream_id, target, origin)
+        self._streams[stream_id] = stream
+        self.stats.streams += 1
+        self._wake.set()
+        self._emit(StreamUp(self.id, stream_id, target, origin))
+        return stream
+
+    def close_stream(self, stream: TunnelStream) -> None:
+        """Forget a stream whose relay ended, resetting it if it is still open."""
+        if self._streams.pop(stream.stream_id, None) is None:
+            return
+        if not self._done and stream.stream_id in self._conn.stream_ids():
+            stream.reset(ResetReason.CANCELLED)
+        self.stats.streams -= 1
+        self._emit(
+            StreamDown(
+                self.id,
+                stream.stream_id,
+                stream.target,
+                stream.sent,
+                stream.received,
+                time.monotonic() - stream.started,
+                stream.error,
+            )
+        )
+
+    def send_window(self, stream_id: int) -> int:
+        return 0 if self._done else self._conn.send_window(stream_id)
+
+    def send_data(self, stream_id: int, data: bytes) -> None:
+        self._conn.send_data(stream_id, data)
+        self._wake.set()
+
+    def end_stream(self, stream_id: int) -> None:
+        if not self._done and stream_id in self._conn.stream_ids():
+            self._conn.end_stream(stream_id)
+            self._wake.set()
+
+    def reset_stream(self, stream_id: int, reason: int, message: str) -> None:
+        if not self._done:
+            self._conn.reset_stream(stream_id, ResetReason(reason), message)
+            self._wake.set()
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        if not self._done and stream_id in self._conn.stream_ids():
+            self._conn.acknowledge(stream_id, n)
+            self._wake.set()
+
+    def buffered(self, stream_id: int) -> int:
+        """Bytes of ``stream_id`` received and not yet acknowledged (at most one window)."""
+        return self._conn.buffered(stream_id)
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until the carrier closes, the peer closes, or the session times out."""
+        self.stats.sessions += 1
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._read_loop())
+                tasks.create_task(self._write_loop())
+                tasks.create_task(self._timer_loop())
+        except* _SessionOver as group:
+            self.error = self.error or _first_message(group) or None
+        except* (CarrierError, RemoteProtocolError, ConnectionError, OSError) as group:
+            self.error = _first_message(group)
+        finally:
+            self._done = True
+            self.stats.sessions -= 1
+            for stream in list(self._streams.values()):
+                stream.feed_reset(ResetReason.INTERNAL, self.error or "session closed")
+            await self._carrier.close()
+
+    async def close(self, message: str = "") -> None:
+        """Tell the peer the session is over and stop."""
+        if not self._done:
+            self._conn.close()
+            data = self._conn.data_to_send()
+            if data:
+                try:
+                    async with asyncio.timeout(1):
+                        await self._carrier.send(data)
+                except (TimeoutError, CarrierError, ConnectionError, OSError):
+                    pass
+        self._done = True
+        await self._carrier.close()
+
+    async def _read_loop(self) -> None:
+        while True:
+            data = await self._carrier.receive()
+            if not data:
+                raise _SessionOver(
+                    "the peer closed the connection" if self.started.is_set() else ""
+                )
+            for event in self._conn.receive_data(data, time.time()):
+                self._dispatch(event)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            data = self._conn.data_to_send()
+            if data:
+                await self._carrier.send(data)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self._conn.next_deadline()
+            delay = 1.0 if deadline is None else max(0.0, deadline - time.time())
+            await asyncio.sleep(delay)
+            for event in self._conn.tick(time.time()):
+                self._dispatch(event)
+            self._wake.set()
+
+    def _dispatch(self, event: object) -> None:
+        match event:
+            case DataReceived(stream_id, data):
+                if stream := self._streams.get(stream_id):
+                    stream.feed(data)
+            case CreditAvailable(stream_id):
+                if stream := self._streams.get(stream_id):
+                    stream.feed_credit()
+            case StreamEnded(stream_id):
+                if stream := self._streams.get(stream_id):
+                    stream.feed_eof()
+            case StreamReset(stream_id, reason, message):
+                if stream := self._streams.get(stream_id):
+                    stream.feed_reset(reason, message)
+            case StreamAccepted(stream_id):
+                if stream := self._streams.get(stream_id):
+                    stream.feed_accept()
+            case StreamOpened(stream_id, target, data):
+                self._start_server_stream(stream_id, target, data)
+            case SessionStarted():
+                self.started.set()
+            case PongReceived(rtt):
+                self.rtt = rtt
+            case SessionClosed(_, message):
+                raise _SessionOver(message or "the peer closed the session")
+
+    def _start_server_stream(self, stream_id: int, target: Address, data: bytes) -> None:
+        stream = TunnelStream(self, stream_id, target, self.peer)
+        self._streams[stream_id] = stream
+        self.stats.streams += 1
+        if data:
+            stream.feed(data)
+        assert self._tasks is not None
+        self._tasks.create_task(self._serve_stream(stream))
+
+    async def _serve_stream(self, stream: TunnelStream) -> None:
+        try:
+            if self._dialer_for is None:
+                raise TargetError(
+                    "this side does not accept streams", reason=ResetReason.NOT_ALLOWED
+                )
+            dialer = self._dialer_for(stream.target)
+            try:
+                async with asyncio.timeout(DIAL_TIMEOUT):
+                    reader, writer = await dialer.connect(stream.target)
+            except TimeoutError:
+                raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+        except TargetError as exc:
+            stream.error = f"{stream.target}: {exc}"
+            stream.reset(exc.reason, str(exc))
+            self.close_stream(stream)
+            return
+        except FlywayError as exc:
+            stream.error = str(exc)
+            stream.reset(ResetReason.INTERNAL, str(exc))
+            self.close_stream(stream)
+            return
+        if stream.stream_id in self._conn.stream_ids():
+            self._conn.accept_stream(stream.stream_id)
+            self._wake.set()
+        self._emit(StreamUp(self.id, stream.stream_id, stream.target, self.peer))
+        try:
+            await stream.relay(reader, writer)
+        finally:
+            self.close_stream(stream)
+
+
+def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
+    exc = group.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__

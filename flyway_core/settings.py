@@ -1,0 +1,30 @@
+"""Settings: the parsed command line, handed to every hook."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_PORT", "DEFAULT_WINDOW", "Settings"]
+
+DEFAULT_PORT = 8100
+DEFAULT_WINDOW = 1 << 20
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the user asked for: shared options plus each plugin's own (``option()``)."""
+
+    password: str = ""
+    window: int = DEFAULT_WINDOW
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    cipher: str = "aes-256-gcm"
+    verbosity: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """Return a plugin option by its parameter name (``--ws-path`` is ``ws_path``)."""
+        value = self.options.get(name.replace("-", "_").lstrip("_"), None)
+        return default if value is None else value

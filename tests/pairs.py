@@ -1,0 +1,179 @@
+"""Test helpers: run a real server and client in-process on 127.0.0.1, and move hashed bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from flyway_core.address import Address, ServerURL
+from flyway_core.client import ClientTunnel
+from flyway_core.events import Event
+from flyway_core.forward import ForwardListener
+from flyway_core.plugins import Plugins, make_plugin_manager
+from flyway_core.server import FlywayServer
+from flyway_core.settings import Settings
+
+__all__ = ["Relay", "Running", "hashed_exchange", "run_pair", "wait_for"]
+
+
+class Relay:
+    """A TCP relay between client and server whose connections a test can cut."""
+
+    def __init__(self, target: Address) -> None:
+        self.target = target
+        self.writers: list[asyncio.StreamWriter] = []
+        self.address = Address("127.0.0.1", 0)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> Address:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        self.address = Address("127.0.0.1", self._server.sockets[0].getsockname()[1])
+        return self.address
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.target.host, self.target.port)
+        self.writers += [writer, up_writer]
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(1 << 16):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    def cut(self) -> None:
+        """Drop every relayed connection at once, as a dead network would."""
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+@dataclass
+class Running:
+    server: FlywayServer
+    tunnel: ClientTunnel
+    ports: dict[Address, Address]  # target -> local forwarded address
+    server_events: list[Event] = field(default_factory=list)
+    client_events: list[Event] = field(default_factory=list)
+    relay: Relay | None = None
+
+    def local(self, target: Address) -> Address:
+        return self.ports[target]
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def run_pair(
+    targets: list[Address],
+    *,
+    transport: str = "ws",
+    server_settings: Settings | None = None,
+    client_settings: Settings | None = None,
+    wait_ready: bool = True,
+    via_relay: bool = False,
+) -> AsyncIterator[Running]:
+    """A server and a client (forwarding a local port to each target) on 127.0.0.1."""
+    server_settings = server_settings or Settings(password="pw")
+    client_settings = client_settings or server_settings
+    server_events: list[Event] = []
+    client_events: list[Event] = []
+    server_plugins = Plugins(make_plugin_manager(blocked=["console"]))
+    client_plugins = Plugins(make_plugin_manager(blocked=["console"]))
+
+    def record(into: list[Event], plugins: Plugins) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:
+            into.append(event)
+            plugins.emit(event)
+
+        return emit
+
+    server = FlywayServer(
+        Address("127.0.0.1", 0),
+        server_settings,
+        transports=server_plugins.transports(server_settings),
+        fallback=server_plugins.fallback(None, server_settings),
+        dialer_for=lambda target: server_plugins.dialer(target, server_settings),
+        emit=record(server_events, server_plugins),
+    )
+    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(server.serve(started=bound.set_result))
+        address = await asyncio.wait_for(bound, 5)
+        relay = Relay(address) if via_relay else None
+        if relay is not None:
+            address = await relay.start()
+        tunnel = ClientTunnel(
+            ServerURL("http", "127.0.0.1", address.port),
+            client_plugins.transport(transport, client_settings),
+            client_settings,
+            emit=record(client_events, client_plugins),
+        )
+        client_task = tasks.create_task(tunnel.run())
+        ports: dict[Address, Address] = {}
+        listener_tasks = []
+        for target in targets:
+            listener = ForwardListener(Address("127.0.0.1", 0), target)
+            got: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+            listener_tasks.append(tasks.create_task(listener.serve(tunnel, started=got.set_result)))
+            ports[target] = await asyncio.wait_for(got, 5)
+        if wait_ready:
+            await asyncio.wait_for(tunnel.wait_ready(), 5)
+        try:
+            yield Running(server, tunnel, ports, server_events, client_events, relay)
+        finally:
+            if relay is not None:
+                relay.close()
+            for task in (*listener_tasks, client_task, serving):
+                task.cancel()
+
+
+async def hashed_exchange(
+    local: Address, upload: int, *, chunk: int = 1 << 16
+) -> tuple[str, str, str, str]:
+    """Send ``upload`` random bytes to an echo target and read them back; return 4 hashes.
+
+    Returns (sent, echoed) hashes for the upload and the download side, both
+    directions running at once; half-closes after sending.
+    """
+    reader, writer = await asyncio.open_connection(local.host, local.port)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+
+    async def send() -> None:
+        remaining = upload
+        while remaining:
+            data = os.urandom(min(chunk, remaining))
+            sent.update(data)
+            writer.write(data)
+            await writer.drain()
+            remaining -= len(data)
+        writer.write_eof()
+
+    async def receive() -> int:
+        total = 0
+        while data := await reader.read(1 << 16):
+            got.update(data)
+            total += len(data)
+        return total
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(send())
+        received = tasks.create_task(receive())
+    writer.close()
+    assert received.result() == upload
+    return sent.hexdigest(), got.hexdigest(), str(upload), str(received.result())

@@ -1,0 +1,262 @@
+"""Plugin discovery, blocking, duplicates, listing, and one behaviour test per hook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from flyway_core import Address, ConfigError, PluginError, Settings, TargetError, hookimpl
+from flyway_core.cli import build_cli
+from flyway_core.events import Event, StreamDown, StreamUp
+from flyway_core.memory import MemoryTransport
+from flyway_core.notfound import NotFoundFallback
+from flyway_core.plugins import FlywayPluginManager, Plugins, make_plugin_manager
+from flyway_core.protocol import ResetReason
+from flyway_core.testing import joined_tunnel
+
+
+class _Transport:
+    def __init__(self, name: str, flag: str | None = None) -> None:
+        self.name = name
+        self.flag = flag
+
+    async def dial(self, *args: object) -> object:
+        raise NotImplementedError
+
+    def serve(self, door: object) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+def test_built_ins_are_ordinary_plugins(pm: FlywayPluginManager) -> None:
+    names = {name for name, _ in pm.list_name_plugin()}
+    assert {"direct", "forward", "notfound", "console", "listing"} <= names
+    assert pm.builtins == {"direct", "forward", "notfound", "console", "listing"}
+
+
+def test_a_fresh_manager_each_time() -> None:
+    assert make_plugin_manager(entry_points=False) is not make_plugin_manager(entry_points=False)
+
+
+def test_a_blocked_builtin_is_not_loaded() -> None:
+    pm = make_plugin_manager(entry_points=False, blocked=["forward"])
+    assert not pm.has_plugin("forward")
+
+
+def test_the_environment_blocks_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWAY_DISABLE_PLUGINS", "forward, console")
+    pm = make_plugin_manager(entry_points=False)
+    assert not pm.has_plugin("forward")
+    assert not pm.has_plugin("console")
+
+
+def test_entry_point_plugins_are_discovered() -> None:
+    pm = make_plugin_manager()
+    assert pm.has_plugin("websocket")
+    assert pm.distributions["websocket"].metadata["Name"] == "flyway-websocket"
+
+
+def test_only_the_named_entry_points_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWAY_PLUGINS", "nothing-by-this-name")
+    assert not make_plugin_manager().has_plugin("websocket")
+
+
+def test_an_async_hook_implementation_is_refused(pm: FlywayPluginManager) -> None:
+    class AsyncPlugin:
+        @hookimpl
+        async def on_event(self, event: Event) -> None:
+            pass
+
+    with pytest.raises(PluginError, match="async def"):
+        pm.register(AsyncPlugin(), name="async")
+
+
+def test_a_misspelled_hook_fails_at_startup(pm: FlywayPluginManager) -> None:
+    class Typo:
+        @hookimpl
+        def register_transport(self, settings: Settings) -> list[object]:
+            return []
+
+    pm.register(Typo(), name="typo")
+    with pytest.raises(Exception, match="unknown hook"):
+        pm.check_pending()
+
+
+def test_hook_register_transports(plugins: Plugins, pm: FlywayPluginManager) -> None:
+    class One:
+        @hookimpl
+        def register_transports(self, settings: Settings) -> list[_Transport]:
+            return [_Transport("one", "-1")]
+
+    pm.register(One(), name="one-plugin")
+    assert list(plugins.transports(Settings())) == ["one"]
+    assert plugins.describe(Settings())["one-plugin"].provides == ["transports: one (-1)"]
+
+
+def test_two_transports_with_one_name_name_both_plugins(
+    plugins: Plugins, pm: FlywayPluginManager
+) -> None:
+    for owner in ("alpha", "beta"):
+
+        class Plugin:
+            @hookimpl
+            def register_transports(self, settings: Settings) -> list[_Transport]:
+                return [_Transport("same")]
+
+        pm.register(Plugin(), name=owner)
+    with pytest.raises(PluginError, match="'alpha' and 'beta'"):
+        plugins.transports(Settings())
+
+
+def test_a_missing_transport_names_the_package(plugins: Plugins) -> None:
+    with pytest.raises(
+        ConfigError, match="-w needs the 'ws' transport: pip install flyway-websocket"
+    ):
+        plugins.transport("ws", Settings(), flag="-w")
+
+
+def test_hook_register_listeners(plugins: Plugins) -> None:
+    assert plugins.listeners(Settings()) == []
+    (listener,) = plugins.listeners(Settings(options={"forward": ("1080::22",)}))
+    assert str(listener) == "forward 127.0.0.1:1080 -> localhost:22"
+
+
+def test_hook_fallback_for(plugins: Plugins, pm: FlywayPluginManager) -> None:
+    class Site:
+        async def handle(self, request: object) -> object:
+            raise NotImplementedError
+
+    site = Site()
+
+    class Plugin:
+        @hookimpl
+        def fallback_for(self, spec: str | None, settings: Settings) -> Site | None:
+            return site if spec == "site" else None
+
+    pm.register(Plugin(), name="site")
+    assert plugins.fallback("site", Settings()) is site
+    assert isinstance(plugins.fallback(None, Settings()), NotFoundFallback)
+    with pytest.raises(ConfigError, match="pip install flyway-fallback"):
+        plugins.fallback("http://example.invalid", Settings())
+
+
+def test_hook_add_options(pm: FlywayPluginManager, plugins: Plugins) -> None:
+    class Plugin:
+        @hookimpl
+        def add_options(self) -> list[click.Option]:
+            return [click.Option(["--demo-level"], type=int, default=3)]
+
+    pm.register(Plugin(), name="demo")
+    names = [opt.name for opt in plugins.options()]
+    assert "demo_level" in names
+    assert "forward" in names  # the built-in -L
+    assert Settings(options={"demo_level": 5}).option("demo-level") == 5
+
+
+def test_hook_register_commands(pm: FlywayPluginManager, plugins: Plugins) -> None:
+    class Plugin:
+        @hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.command()
+            def hello() -> None:
+                click.echo("hello from a plugin")
+
+    pm.register(Plugin(), name="hello")
+    result = CliRunner().invoke(build_cli(plugins), ["hello"])
+    assert result.output == "hello from a plugin\n"
+
+
+def test_hook_lifespan(pm: FlywayPluginManager, plugins: Plugins) -> None:
+    seen: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def lifespan(self, settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
+            @contextlib.asynccontextmanager
+            async def held() -> AsyncIterator[None]:
+                seen.append("enter")
+                yield
+                seen.append("exit")
+
+            return held()
+
+    pm.register(Plugin(), name="held")
+
+    async def use() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for cm in plugins.lifespans(Settings()):
+                await stack.enter_async_context(cm)
+            seen.append("running")
+
+    asyncio.run(use())
+    assert seen == ["enter", "running", "exit"]
+
+
+async def test_hook_on_event(echo_server: Address, settings: Settings) -> None:
+    events: list[Event] = []
+
+    class Recorder:
+        @hookimpl
+        def on_event(self, event: Event) -> None:
+            events.append(event)
+
+    class Broken:
+        @hookimpl
+        def on_event(self, event: Event) -> None:
+            raise RuntimeError("observers that raise are skipped")
+
+    pm = make_plugin_manager(entry_points=False, blocked=["console"])
+    pm.register(Recorder(), name="recorder")
+    pm.register(Broken(), name="broken")
+    async with joined_tunnel(settings, Plugins(pm)) as tunnel, asyncio.timeout(5):
+        async with tunnel.open_stream(echo_server) as stream:
+            await stream.write(b"ping")
+            stream.end()
+            assert await stream.read() == b"ping"
+            stream.consumed(4)
+    await asyncio.sleep(0.05)
+    ups = [e for e in events if isinstance(e, StreamUp)]
+    downs = [e for e in events if isinstance(e, StreamDown)]
+    assert {e.target for e in ups} == {echo_server}
+    assert any(e.sent == 4 and e.received == 4 for e in downs)
+
+
+async def test_hook_dial_upstream(echo_server: Address, settings: Settings) -> None:
+    class Deny:
+        """An ACL plugin: answers before the built-in direct dialer."""
+
+        @hookimpl
+        def dial_upstream(self, target: Address, settings: Settings) -> Deny | None:
+            return self if target.port == echo_server.port else None
+
+        async def connect(self, target: Address) -> object:
+            raise TargetError("blocked by policy", reason=ResetReason.NOT_ALLOWED)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.register(Deny(), name="deny")
+    async with joined_tunnel(settings, Plugins(pm)) as tunnel, asyncio.timeout(5):
+        async with tunnel.open_stream(echo_server) as stream:
+            with pytest.raises(TargetError, match="blocked by policy") as caught:
+                await stream.accepted()
+            assert caught.value.reason == ResetReason.NOT_ALLOWED
+
+
+def test_plugins_lists_installed_plugins_with_versions() -> None:
+    plugins = Plugins(make_plugin_manager())
+    result = CliRunner().invoke(build_cli(plugins), ["plugins", "--json"])
+    listed = {p["name"]: p for p in __import__("json").loads(result.output)}
+    assert listed["websocket"]["distribution"] == "flyway-websocket"
+    assert listed["websocket"]["provides"] == ["transports: ws (-w)"]
+    assert "forward" not in listed  # built-ins only with --all
+    result = CliRunner().invoke(build_cli(plugins), ["plugins", "--all", "--json"])
+    assert "forward" in {p["name"] for p in __import__("json").loads(result.output)}
+
+
+def test_memory_transport_is_a_transport() -> None:
+    from flyway_core.interfaces import Transport
+
+    assert isinstance(MemoryTransport(door=None), Transport)  # type: ignore[arg-type]
