@@ -974,6 +974,8 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, list[Tunnel], str] | None:
     if limits[0] < 4 * plan.idle + 256:
         progress.print(f"[yellow]fd limit {limits[0]} is low for {plan.idle} idle connections[/]")
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*args.log_dir.glob("*-server.log"), *args.log_dir.glob("*-client.log")]:
+        stale.unlink()
     check = subprocess.run(
         [args.python, "-c", "import flyway_core.cli"], capture_output=True, text=True, check=False
     )
@@ -1266,6 +1268,9 @@ def main() -> None:
             targets, loop_name = asyncio.run(run(args, plan, tunnels, results))
         else:
             targets, loop_name = uvloop.run(run(args, plan, tunnels, results))
+    except KeyboardInterrupt:
+        progress.print("[yellow]interrupted; flyway processes stopped[/]")
+        sys.exit(130)
     finally:
         for t in tunnels:
             t.kill_now()

@@ -48,7 +48,7 @@ Sub-commands:
 """
 
 _CORE_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K")}
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("flyway")
 
 
@@ -184,10 +184,11 @@ def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]
     if "http" in installed:
         return installed["http"]
     if "ws" in installed:
-        stderr.print(
-            "[dim]note: the HTTP POST transport is not installed "
-            f"(pip install {PACKAGE_HINTS['http']}); using WebSocket[/]"
-        )
+        if settings.verbosity >= 0:
+            stderr.print(
+                "[dim]note: the HTTP POST transport is not installed "
+                f"(pip install {PACKAGE_HINTS['http']}); using WebSocket[/]"
+            )
         return installed["ws"]
     return plugins.transport("http", settings)
 

@@ -48,7 +48,7 @@ class ConsoleReporter:
     """Prints events to stderr; one instance per plugin manager."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.verbosity = 0
         self._live: Live | None = None
         self._last: tuple[float, int, int] | None = None

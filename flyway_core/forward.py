@@ -34,6 +34,7 @@ __all__ = ["ForwardListener", "parse_forward"]
 log = logging.getLogger(__name__)
 DEFAULT_BIND = "127.0.0.1"
 SERVER_HOST = "localhost"  # the server's own host, resolved on the server
+BACKLOG = socket.SOMAXCONN  # a burst of connections must not wait for SYN retries
 
 
 @hookimpl
@@ -128,7 +129,9 @@ class ForwardListener:
                     await writer.wait_closed()
 
         try:
-            server = await asyncio.start_server(on_client, self.bind.host, self.bind.port)
+            server = await asyncio.start_server(
+                on_client, self.bind.host, self.bind.port, backlog=BACKLOG
+            )
         except OSError as exc:
             raise ConfigError(f"-L: cannot listen on {self.bind}: {exc.strerror or exc}") from exc
         async with server:

@@ -164,9 +164,12 @@ class Session:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                tasks.create_task(self._read_loop())
                 tasks.create_task(self._write_loop())
                 tasks.create_task(self._timer_loop())
+                # Read in the group's body, not a task: Python 3.11's TaskGroup leaves a
+                # stale cancel request on a parent that a failing child interrupts in
+                # __aexit__, which would read below as an outside cancellation.
+                await self._read_loop()
         except* _SessionOver as group:
             self.error = self.error or _first_message(group) or None
         except* (CarrierError, RemoteProtocolError, ConnectionError, OSError) as group:
@@ -177,6 +180,11 @@ class Session:
             for stream in list(self._streams.values()):
                 stream.feed_reset(ResetReason.INTERNAL, self.error or "session closed")
             await self._carrier.close()
+        # A task group cancelled while a child failed raises the failure, not the
+        # cancellation (Python 3.11): keep the cancellation, or the caller never stops.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def close(self, message: str = "") -> None:
         """Tell the peer the session is over and stop."""

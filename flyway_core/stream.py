@@ -136,7 +136,7 @@ class TunnelStream:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._pump_up(reader))
-                tasks.create_task(self._pump_down(writer))
+                await self._pump_down(writer)  # in the body: see Session.run
         except* StreamResetError:
             writer.transport.abort()
         except* (ConnectionError, OSError) as group:

@@ -26,6 +26,7 @@ class Relay:
     def __init__(self, target: Address) -> None:
         self.target = target
         self.writers: list[asyncio.StreamWriter] = []
+        self.frozen = False
         self.address = Address("127.0.0.1", 0)
         self._server: asyncio.Server | None = None
 
@@ -41,11 +42,16 @@ class Relay:
         async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(1 << 16):
-                    dst.write(data)
-                    await dst.drain()
+                    if not self.frozen:
+                        dst.write(data)
+                        await dst.drain()
             dst.close()
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    def freeze(self) -> None:
+        """Silently drop everything from now on, keeping connections open (a dead path)."""
+        self.frozen = True
 
     def cut(self) -> None:
         """Drop every relayed connection at once, as a dead network would."""

@@ -134,3 +134,17 @@ async def test_a_client_that_vanishes_mid_stream_frees_its_session(echo_server: 
         )
         sent, echoed, *_ = await hashed_exchange(local, 1 << 20)  # a new session carries on
         assert sent == echoed
+
+
+async def test_a_silent_path_is_detected_by_the_idle_timeout(echo_server: Address) -> None:
+    settings = Settings(password="pw", idle_timeout=1.5)
+    async with run_pair([echo_server], server_settings=settings, via_relay=True) as pair:
+        first = pair.tunnel.session
+        await asyncio.sleep(2.0)  # idle but alive: keepalives hold the session up
+        assert pair.tunnel.session is first
+        assert pair.relay is not None
+        pair.relay.freeze()  # packets vanish, nothing closes
+        async with asyncio.timeout(5):
+            await wait_for(lambda: any(isinstance(e, SessionDown) for e in pair.client_events))
+        (down,) = [e for e in pair.client_events if isinstance(e, SessionDown)]
+        assert "nothing received for 1.5 s" in (down.error or "")

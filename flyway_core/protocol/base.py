@@ -65,7 +65,7 @@ from flyway_core.protocol.handshake import check_window
 from flyway_core.protocol.records import RecordReader, RecordWriter
 from flyway_core.protocol.streams import HalfState, Stream
 
-__all__ = ["Connection", "micros"]
+__all__ = ["Connection"]
 
 _MICROS = 1_000_000
 
@@ -195,8 +195,7 @@ class Connection:
             case Window(stream_id, increment):
                 if stream := self._incoming(stream_id, frame):
                     stream.grant(increment, self._peer_window)
-                    if stream.sending is not HalfState.ENDED:
-                        events.append(CreditAvailable(stream_id))
+                    events.append(CreditAvailable(stream_id))
             case End(stream_id):
                 if stream := self._incoming(stream_id, frame):
                     stream.receive(FrameType.END)
@@ -210,7 +209,7 @@ class Connection:
                 self._send(Pong(payload))
             case Pong(payload):
                 sent = int.from_bytes(payload, "big")
-                events.append(PongReceived((micros(now) - sent) % 2**64 / _MICROS))
+                events.append(PongReceived((_micros(now) - sent) % 2**64 / _MICROS))
             case Close(reason, message):
                 self._closed = True
                 self._streams.clear()
@@ -310,7 +309,7 @@ class Connection:
         """Queue a Ping; the Pong comes back as PongReceived with the round-trip time."""
         self._usable()
         self._last_ping = now
-        self._send(Ping((micros(now) % 2**64).to_bytes(8, "big")))
+        self._send(Ping((_micros(now) % 2**64).to_bytes(8, "big")))
 
     def next_deadline(self) -> float | None:
         """Return when ``tick()`` has something to do, or None once the session is over."""
@@ -348,6 +347,6 @@ class Connection:
             self._send(Close(CloseReason(reason), truncate_message(message)))
 
 
-def micros(now: float) -> int:
+def _micros(now: float) -> int:
     """Return ``now`` (seconds) in whole microseconds."""
     return int(now * _MICROS)

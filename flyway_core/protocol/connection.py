@@ -21,9 +21,11 @@ queues Welcome, reports SessionStarted, and handles whatever records followed th
 
 from __future__ import annotations
 
+import os
+
 from flyway_core.address import Address
 from flyway_core.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
-from flyway_core.protocol.base import Connection, micros
+from flyway_core.protocol.base import Connection
 from flyway_core.protocol.constants import (
     DEFAULT_WINDOW,
     MAX_STREAM_ID,
@@ -73,7 +75,7 @@ class ClientConnection(Connection):
     ) -> None:
         keepalive = idle_timeout / 3 if keepalive is None else keepalive
         super().__init__(now=now, window=window, idle_timeout=idle_timeout, keepalive=keepalive)
-        salt = random_padding(SALT_SIZE) if salt is None else salt  # random_padding(n): n random
+        salt = os.urandom(SALT_SIZE) if salt is None else salt
         if len(salt) != SALT_SIZE:
             raise LocalProtocolError(f"salt must be {SALT_SIZE} bytes")
         to_server, to_client = session_keys(master_key, salt, cipher)
@@ -81,7 +83,7 @@ class ClientConnection(Connection):
         self._writer = RecordWriter(Sealer(to_server, cipher))
         self._reader = RecordReader(Opener(to_client, cipher))
         padding = random_padding() if padding is None else padding
-        hello = Hello(PROTOCOL_VERSION, max(0, micros(now) // 1000), window, padding)
+        hello = Hello(PROTOCOL_VERSION, max(0, int(now * 1000)), window, padding)
         self._out.append(salt + self._writer.seal(encode_frame(hello)))
         self._hello_queued = True
 
@@ -112,14 +114,10 @@ class ClientConnection(Connection):
         return stream_id
 
     def _receive(self, data: Bytes, now: float) -> list[Event]:
-        if self._started:
-            return super()._receive(data, now)
         try:
             return super()._receive(data, now)
-        except HandshakeRejected:
-            raise
         except RemoteProtocolError as exc:
-            if self._started:  # the failure came after Welcome, in the same batch
+            if self._started or isinstance(exc, HandshakeRejected):
                 raise
             raise HandshakeRejected(f"not a flyway server, or the key differs ({exc})") from exc
 
@@ -135,7 +133,7 @@ class ClientConnection(Connection):
         events.append(SessionStarted(self._session_cipher, frame.window))
         for stream in self._streams.values():
             stream.credit += correction
-            if correction and stream.sending is not HalfState.ENDED:
+            if correction:
                 events.append(CreditAvailable(stream.stream_id))
 
     def _handle_role(self, frame: Frame, events: list[Event]) -> None:

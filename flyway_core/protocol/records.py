@@ -81,6 +81,8 @@ class RecordReader:
 
     def feed(self, data: Bytes) -> None:
         """Append received bytes."""
+        if self._position:
+            self._compact()
         self._buffer += data
 
     def next_record(self) -> bytes | None:
@@ -95,7 +97,7 @@ class RecordReader:
                 if len(buffer) < end:
                     self._compact()
                     return None
-                length = int.from_bytes(self._opener.open(buffer[position:end]), "big")
+                length = int.from_bytes(self._opener.open(_view(buffer, position, end)), "big")
                 if length == 0:
                     raise RemoteProtocolError("empty record")
                 self._length = length
@@ -104,7 +106,7 @@ class RecordReader:
             if len(buffer) < end:
                 self._compact()
                 return None
-            plaintext = self._opener.open(buffer[position:end])
+            plaintext = self._opener.open(_view(buffer, position, end))
         except RemoteProtocolError:
             self._failed = True
             self._buffer = bytearray()
@@ -120,3 +122,8 @@ class RecordReader:
         if self._position:
             del self._buffer[: self._position]
             self._position = 0
+
+
+def _view(buffer: bytearray, start: int, end: int) -> memoryview:
+    # A window on the buffer without copying it; the caller drops it before the buffer resizes.
+    return memoryview(buffer)[start:end]

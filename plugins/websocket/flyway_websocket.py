@@ -31,6 +31,7 @@ __all__ = ["WebSocketCarrier", "WebSocketTransport"]
 
 COOKIE = "sid"
 MAX_MESSAGE = 1 << 20  # bytes per WebSocket message; larger sends are split
+CLOSE_TIMEOUT = 1.0  # seconds to wait for the peer's close frame: a dead path must not hang us
 
 
 @hookimpl
@@ -104,10 +105,15 @@ class WebSocketTransport:
                 max_msg_size=2 * MAX_MESSAGE,
                 autoping=True,
                 ssl=ssl_context,
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
             )
         except aiohttp.WSServerHandshakeError as exc:
             await session.close()
             raise TunnelRefused(str(server), f"HTTP {exc.status}") from None
+        except aiohttp.ClientConnectorError as exc:
+            await session.close()
+            reason = exc.os_error.strerror or str(exc.os_error)
+            raise DialError(f"cannot reach {server}: {reason.lower()}") from None
         except (aiohttp.ClientError, OSError) as exc:
             await session.close()
             raise DialError(f"cannot reach {server}: {exc}") from None
@@ -135,7 +141,9 @@ class WebSocketTransport:
         connection = door.accept(hello, peer)
         if connection is None:
             return None
-        ws = web.WebSocketResponse(max_msg_size=2 * MAX_MESSAGE, compress=False, autoping=True)
+        ws = web.WebSocketResponse(
+            max_msg_size=2 * MAX_MESSAGE, compress=False, autoping=True, timeout=CLOSE_TIMEOUT
+        )
         await ws.prepare(request)
         await door.run_session(WebSocketCarrier(ws), connection, peer=peer, transport=self.name)
         return ws
