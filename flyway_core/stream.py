@@ -1,9 +1,12 @@
 """One tunnelled stream bridged to a local asyncio connection, with backpressure both ways.
 
-Theory of operation: bytes from the peer wait in ``_inbox`` until the local
-writer has flushed them to the kernel; only then are they acknowledged, which
-is what returns credit to the peer. So a slow local reader holds at most one
-window of this stream's bytes and never slows other streams. Bytes towards the
+Theory of operation: bytes from the peer are acknowledged, which is what
+returns credit to the peer, only once the local writer has flushed them to the
+kernel. While relaying, bytes arriving for an idle writer are written at once
+(no task switch on the latency path) and acknowledged as soon as the kernel has
+them; otherwise they wait in ``_inbox`` for the relay's writer loop. So a slow
+local reader holds at most one window of this stream's bytes and never slows
+other streams. Bytes towards the
 peer are read from the local socket only while the stream has send credit; with
 none, the socket is simply not read and the kernel pushes back on the app.
 """
@@ -45,14 +48,24 @@ class TunnelStream:
         self._eof = False
         self._reset: StreamResetError | None = None
         self._credit = asyncio.Event()
+        self._direct: asyncio.StreamWriter | None = None  # set while relaying
+        self._unflushed = 0  # bytes written directly, not yet acknowledged
         self._accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # --- fed by the session as frames arrive -------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        self._inbox.append(data)
         self.received += len(data)
         self.session.stats.received += len(data)
+        writer = self._direct
+        if writer is not None and not self._inbox and not writer.transport.is_closing():
+            writer.write(data)
+            if not self._unflushed and not writer.transport.get_write_buffer_size():
+                self.consumed(len(data))  # the kernel took it all
+                return
+            self._unflushed += len(data)
+        else:
+            self._inbox.append(data)
         self._readable.set()
 
     def feed_eof(self) -> None:
@@ -91,6 +104,9 @@ class TunnelStream:
                 return b""
             self._readable.clear()
             await self._readable.wait()
+        return self._take()
+
+    def _take(self) -> bytes:
         if len(self._inbox) == 1:
             return self._inbox.popleft()
         data = b"".join(self._inbox)
@@ -117,6 +133,7 @@ class TunnelStream:
             self.sent += len(chunk)
             self.session.stats.sent += len(chunk)
             view = view[credit:]
+            await self.session.flush()
 
     def end(self) -> None:
         """Finish our direction (half-close); the peer's direction stays open."""
@@ -133,6 +150,7 @@ class TunnelStream:
         """Move bytes both ways between the stream and a local connection until both end."""
         # Acknowledge only what the kernel took: a full socket buffer holds credit back.
         writer.transport.set_write_buffer_limits(high=0)
+        self._direct = writer
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._pump_up(reader))
@@ -144,6 +162,7 @@ class TunnelStream:
             self.reset(ResetReason.CANCELLED, self.error)
             writer.transport.abort()
         finally:
+            self._direct = None
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -164,10 +183,23 @@ class TunnelStream:
             await self.write(data)
 
     async def _pump_down(self, writer: asyncio.StreamWriter) -> None:
-        while data := await self.read():
-            writer.write(data)
-            await writer.drain()
-            self.consumed(len(data))
+        while True:
+            if self._unflushed:  # feed() wrote these; ack once the kernel has them
+                await writer.drain()
+                flushed, self._unflushed = self._unflushed, 0
+                self.consumed(flushed)
+            elif self._inbox:
+                data = self._take()
+                writer.write(data)
+                await writer.drain()
+                self.consumed(len(data))
+            elif self._reset is not None:
+                raise self._reset
+            elif self._eof:
+                break
+            else:
+                self._readable.clear()
+                await self._readable.wait()
         if writer.can_write_eof():
             writer.write_eof()
 

@@ -53,7 +53,7 @@ from flyway_core.protocol.records import RecordReader, RecordWriter
 from flyway_core.protocol.replay import ReplayCache
 from flyway_core.protocol.streams import HalfState, Stream
 
-__all__ = ["ClientConnection", "ServerConnection"]
+__all__ = ["ClientConnection", "Connection", "ServerConnection"]
 
 
 class ClientConnection(Connection):

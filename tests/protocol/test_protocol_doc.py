@@ -1,0 +1,77 @@
+"""docs/PROTOCOL.md stays true: its limits table and worked example are checked against the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from flyway_core.protocol import (
+    DEFAULT_WINDOW,
+    Cipher,
+    ClientConnection,
+    Hello,
+    ReplayCache,
+    ServerConnection,
+    constants,
+    crypto,
+    derive_master_key,
+    encode_frame,
+    records,
+    session_keys,
+)
+
+DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
+NOW = 1_700_000_000.0
+
+
+def _example() -> dict[str, str]:
+    master = derive_master_key("correct horse")
+    salt = bytes(range(32))
+    to_server, to_client = session_keys(master, salt, Cipher.AES_256_GCM)
+    client = ClientConnection(master, now=NOW, salt=salt, padding=b"")
+    first = client.hello()
+    server = ServerConnection(master, ReplayCache(), now=NOW, padding=b"")
+    server.receive_data(first, NOW)
+    return {
+        "master key": master.hex(),
+        "c2s key": to_server.hex(),
+        "s2c key": to_client.hex(),
+        "plaintext": encode_frame(Hello(1, int(NOW * 1000), DEFAULT_WINDOW)).hex(),
+        "salt": first[:32].hex(),
+        "seal(0x0012)": first[32:50].hex(),
+        "seal(Hello)": first[50:].hex(),
+        "record": server.data_to_send().hex(),
+    }
+
+
+@pytest.mark.parametrize(("label", "value"), _example().items())
+def test_the_worked_example_matches_the_code(label: str, value: str) -> None:
+    assert re.search(rf"^{re.escape(label)}\s+{value}\b", DOC, re.MULTILINE), label
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PROTOCOL_VERSION",
+        "SALT_SIZE",
+        "MAX_PLAINTEXT",
+        "MAX_DATA",
+        "DEFAULT_WINDOW",
+        "MIN_WINDOW",
+        "INITIAL_WINDOW",
+        "MAX_WINDOW",
+        "CLOCK_SKEW",
+    ],
+)
+def test_the_limits_table_matches_the_code(name: str) -> None:
+    value = next(getattr(m, name) for m in (constants, crypto, records) if hasattr(m, name))
+    row = re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| (\d+)", DOC, re.MULTILINE)
+    assert row is not None, name
+    assert int(row.group(1)) == value
+
+
+def test_every_reason_code_is_documented() -> None:
+    for reason in (*constants.ResetReason, *constants.CloseReason):
+        assert re.search(rf"^\| {reason.name} \| {reason.value} \|", DOC, re.MULTILINE), reason
