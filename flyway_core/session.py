@@ -117,7 +117,7 @@ class Session:
         """Forget a stream whose relay ended, resetting it if it is still open."""
         if self._streams.pop(stream.stream_id, None) is None:
             return
-        if not self._done and stream.stream_id in self._conn.stream_ids():
+        if not self._done and self._conn.has_stream(stream.stream_id):
             stream.reset(ResetReason.CANCELLED)
         self.stats.streams -= 1
         self._emit(
@@ -140,7 +140,7 @@ class Session:
         self._wake.set()
 
     def end_stream(self, stream_id: int) -> None:
-        if not self._done and stream_id in self._conn.stream_ids():
+        if not self._done and self._conn.has_stream(stream_id):
             self._conn.end_stream(stream_id)
             self._wake.set()
 
@@ -150,7 +150,7 @@ class Session:
             self._wake.set()
 
     def acknowledge(self, stream_id: int, n: int) -> None:
-        if not self._done and stream_id in self._conn.stream_ids():
+        if not self._done and self._conn.has_stream(stream_id):
             self._conn.acknowledge(stream_id, n)
             self._wake.set()
 
@@ -307,7 +307,7 @@ class Session:
             stream.reset(ResetReason.INTERNAL, str(exc))
             self.close_stream(stream)
             return
-        if stream.stream_id in self._conn.stream_ids():
+        if self._conn.has_stream(stream.stream_id):
             self._conn.accept_stream(stream.stream_id)
             self._wake.set()
         self._emit(StreamUp(self.id, stream.stream_id, stream.target, self.peer))

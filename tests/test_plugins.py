@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from flyway_core import Address, ConfigError, PluginError, Settings, TargetError, hookimpl
-from flyway_core.cli import build_cli
+from flyway_core import plugins as plugins_module
+from flyway_core.cli import build_cli, main
 from flyway_core.events import Event, StreamDown, StreamUp
 from flyway_core.memory import MemoryTransport
 from flyway_core.notfound import NotFoundFallback
@@ -260,3 +263,26 @@ def test_memory_transport_is_a_transport() -> None:
     from flyway_core.interfaces import Transport
 
     assert isinstance(MemoryTransport(door=None), Transport)  # type: ignore[arg-type]
+
+
+def test_a_plugin_that_raises_on_load_is_reported_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "flyway_broken_example.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = plugins_module.entry_points
+
+    def with_broken(*, group: str) -> list[EntryPoint]:
+        broken = EntryPoint(name="broken", value="flyway_broken_example", group=group)
+        return [*real(group=group), broken]
+
+    monkeypatch.setattr(plugins_module, "entry_points", with_broken)
+    pm = make_plugin_manager()
+    assert pm.load_errors == {"broken": "RuntimeError: boom at import"}
+    assert pm.has_plugin("websocket")  # the others still load
+
+    with pytest.raises(SystemExit) as exited:
+        main(["plugins"])
+    assert exited.value.code == 0
+    err = capsys.readouterr().err
+    assert "plugin 'broken' failed to load and is skipped: RuntimeError: boom at import" in err

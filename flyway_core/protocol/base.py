@@ -128,6 +128,10 @@ class Connection:
         """Return the ids of the live streams, oldest first."""
         return list(self._streams)
 
+    def has_stream(self, stream_id: int) -> bool:
+        """Return True while ``stream_id`` is live (opened, not yet forgotten)."""
+        return stream_id in self._streams
+
     def send_window(self, stream_id: int) -> int:
         """Return how many bytes ``send_data`` accepts now (0 for unknown or ended streams)."""
         stream = self._streams.get(stream_id)
