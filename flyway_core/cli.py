@@ -29,6 +29,7 @@ from flyway_core.errors import ConfigError, FlywayError
 from flyway_core.plugins import PACKAGE_HINTS, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
 from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, Settings
+from flyway_core.tls import server_ssl
 
 __all__ = ["build_cli", "main"]
 
@@ -103,6 +104,10 @@ def build_run_command(plugins: Plugins) -> click.Command:
         show_default=True,
         help="Seconds of silence before a session counts as dead (keepalives every third).",
     )
+    @click.option("--cert", metavar="FILE", help="Server: TLS certificate (PEM) for the port.")
+    @click.option("--key", metavar="FILE", help="Server: TLS private key (PEM) for --cert.")
+    @click.option("--ca", metavar="FILE", help="Client: trust this CA for an https:// server.")
+    @click.option("--insecure", is_flag=True, help="Client: do not verify an https:// server.")
     @click.option(
         "--cipher",
         type=click.Choice([c.label for c in Cipher]),
@@ -254,7 +259,17 @@ def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) ->
             )
         stderr.print(Panel(table, title=f"flyway {__version__} server", expand=False))
 
-    _run(run_server(plugins, settings, listen, fallback_spec=params["fallback"], started=started))
+    ssl_context = server_ssl(settings)
+    _run(
+        run_server(
+            plugins,
+            settings,
+            listen,
+            fallback_spec=params["fallback"],
+            ssl_context=ssl_context,
+            started=started,
+        )
+    )
 
 
 def _fields(settings: Settings) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -107,7 +108,9 @@ class ClientTunnel:
             now=time.time(),
             window=self.settings.window,
             cipher=self._cipher,
-            idle_timeout=self.settings.idle_timeout,
+            idle_timeout=self.settings.idle_timeout
+            if getattr(self.transport, "keepalive", True)
+            else math.inf,
         )
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):

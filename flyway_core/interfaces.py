@@ -55,8 +55,12 @@ class FrontDoor(Protocol):
     def add_handler(self, handler: RequestHandler) -> None:
         """Offer every HTTP request to ``handler``; returning None passes it on."""
 
-    def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
-        """Check a client's first bytes; None means rejected (already reported)."""
+    def accept(self, hello: bytes, peer: str, *, keepalive: bool = True) -> ServerConnection | None:
+        """Check a client's first bytes; None means rejected (already reported).
+
+        ``keepalive=False`` is for carriers that notice a dead peer themselves:
+        the session then runs no idle timeout of its own.
+        """
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
         """Answer ``request`` as the site the server fronts (what a prober sees)."""
@@ -69,7 +73,12 @@ class FrontDoor(Protocol):
 
 @runtime_checkable
 class Transport(Protocol):
-    """A way to carry sealed records: the client side dials, the server side serves."""
+    """A way to carry sealed records: the client side dials, the server side serves.
+
+    An optional attribute ``keepalive = False`` says the carrier notices a dead
+    peer itself (HTTP long polls do): the session then sends no keepalive pings
+    and runs no idle timeout, so an idle tunnel stays quiet.
+    """
 
     name: str  # the key users pick it by ("ws"); unique among installed transports
     flag: str | None  # the goflyway flag that selects it ("-w"), or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -66,13 +67,13 @@ class FlywayServer:
     def add_handler(self, handler: RequestHandler) -> None:
         self._handlers.append(handler)
 
-    def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
+    def accept(self, hello: bytes, peer: str, *, keepalive: bool = True) -> ServerConnection | None:
         connection = ServerConnection(
             self._master,
             self._replay,
             now=time.time(),
             window=self.settings.window,
-            idle_timeout=self.settings.idle_timeout,
+            idle_timeout=self.settings.idle_timeout if keepalive else math.inf,
         )
         try:
             connection.receive_data(hello, time.time())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -244,7 +245,11 @@ class Session:
     async def _timer_loop(self) -> None:
         while True:
             deadline = self._conn.next_deadline()
-            delay = 1.0 if deadline is None else max(0.0, deadline - time.time())
+            # No deadline (closed, or a carrier that checks liveness itself): just idle.
+            if deadline is None or math.isinf(deadline):
+                delay = 3600.0
+            else:
+                delay = max(0.0, deadline - time.time())
             await asyncio.sleep(delay)
             for event in self._conn.tick(time.time()):
                 self._dispatch(event)

@@ -151,19 +151,23 @@ class TunnelStream:
         # Acknowledge only what the kernel took: a full socket buffer holds credit back.
         writer.transport.set_write_buffer_limits(high=0)
         self._direct = writer
+        finished = False
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._pump_up(reader))
                 await self._pump_down(writer)  # in the body: see Session.run
+            finished = True
         except* StreamResetError:
-            writer.transport.abort()
+            pass
         except* (ConnectionError, OSError) as group:
             self.error = self.error or _describe(group.exceptions[0])
             self.reset(ResetReason.CANCELLED, self.error)
-            writer.transport.abort()
         finally:
             self._direct = None
-            writer.close()
+            if finished:
+                writer.close()  # both directions ended: a normal close, flushing what is left
+            else:
+                writer.transport.abort()  # reset, failed or cancelled: do not wait on a peer
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 

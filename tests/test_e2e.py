@@ -1,4 +1,4 @@
-"""End to end on 127.0.0.1: a server, a client, -L forwards, over the WebSocket carrier."""
+"""End to end on 127.0.0.1: a server, a client, -L forwards, over each installed carrier."""
 
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from flyway_core import Address, Settings
 from flyway_core.events import StreamDown
 from flyway_core.testing import EchoServer
 
+TRANSPORTS = ["ws", "http"]
 
-async def test_bytes_cross_both_ways_at_once_hash_verified(echo_server: Address) -> None:
-    async with run_pair([echo_server]) as pair, asyncio.timeout(30):
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_bytes_cross_both_ways_at_once_hash_verified(
+    echo_server: Address, transport: str
+) -> None:
+    async with run_pair(transport=transport, targets=[echo_server]) as pair, asyncio.timeout(30):
         sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 8 << 20)
         assert sent == echoed
 
 
-async def test_half_close_keeps_the_reply_coming() -> None:
+async def test_half_close_keeps_the_reply_coming(transport: str) -> None:
     async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.read()  # until the client's half-close
         writer.write(b"got " + hashlib.sha256(request).hexdigest().encode())
@@ -29,7 +38,11 @@ async def test_half_close_keeps_the_reply_coming() -> None:
 
     target = await asyncio.start_server(answer_after_eof, "127.0.0.1", 0)
     address = Address("127.0.0.1", target.sockets[0].getsockname()[1])
-    async with target, run_pair([address]) as pair, asyncio.timeout(10):
+    async with (
+        target,
+        run_pair(transport=transport, targets=[address]) as pair,
+        asyncio.timeout(10),
+    ):
         local = pair.local(address)
         reader, writer = await asyncio.open_connection(local.host, local.port)
         body = os.urandom(300_000)
@@ -40,18 +53,20 @@ async def test_half_close_keeps_the_reply_coming() -> None:
         writer.close()
 
 
-async def test_two_hundred_parallel_connections_all_verified(echo_server: Address) -> None:
-    async with run_pair([echo_server]) as pair, asyncio.timeout(60):
+async def test_two_hundred_parallel_connections_all_verified(
+    echo_server: Address, transport: str
+) -> None:
+    async with run_pair(transport=transport, targets=[echo_server]) as pair, asyncio.timeout(60):
         local = pair.local(echo_server)
         results = await asyncio.gather(*(hashed_exchange(local, 64 << 10) for _ in range(200)))
         assert sum(sent == echoed for sent, echoed, *_ in results) == 200
 
 
-async def test_a_refused_target_closes_the_local_connection_at_once() -> None:
+async def test_a_refused_target_closes_the_local_connection_at_once(transport: str) -> None:
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = Address("127.0.0.1", probe.getsockname()[1])  # bound, never listening
-        async with run_pair([dead]) as pair, asyncio.timeout(5):
+        async with run_pair(transport=transport, targets=[dead]) as pair, asyncio.timeout(5):
             local = pair.local(dead)
             reader, writer = await asyncio.open_connection(local.host, local.port)
             started = asyncio.get_running_loop().time()
@@ -65,7 +80,7 @@ async def test_a_refused_target_closes_the_local_connection_at_once() -> None:
             assert "connection refused" in (client_line.error or "")
 
 
-async def test_a_target_that_stops_reading_holds_at_most_one_window() -> None:
+async def test_a_target_that_stops_reading_holds_at_most_one_window(transport: str) -> None:
     window = 256 << 10
     stalled: list[asyncio.StreamWriter] = []
 
@@ -76,7 +91,11 @@ async def test_a_target_that_stops_reading_holds_at_most_one_window() -> None:
     target = await asyncio.start_server(never_read, "127.0.0.1", 0)
     address = Address("127.0.0.1", target.sockets[0].getsockname()[1])
     settings = Settings(password="pw", window=window)
-    async with target, run_pair([address], server_settings=settings) as pair, asyncio.timeout(20):
+    async with (
+        target,
+        run_pair(transport=transport, targets=[address], server_settings=settings) as pair,
+        asyncio.timeout(20),
+    ):
         local = pair.local(address)
         _, writer = await asyncio.open_connection(local.host, local.port)
         chunk = os.urandom(1 << 16)
@@ -102,7 +121,9 @@ async def test_a_target_that_stops_reading_holds_at_most_one_window() -> None:
         writer.close()
 
 
-async def test_a_slow_reader_does_not_stall_other_streams(echo_server: Address) -> None:
+async def test_a_slow_reader_does_not_stall_other_streams(
+    echo_server: Address, transport: str
+) -> None:
     settings = Settings(password="pw", window=128 << 10)
 
     async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -116,7 +137,12 @@ async def test_a_slow_reader_does_not_stall_other_streams(echo_server: Address) 
 
     source = await asyncio.start_server(firehose, "127.0.0.1", 0)
     address = Address("127.0.0.1", source.sockets[0].getsockname()[1])
-    async with source, run_pair([address, echo_server], server_settings=settings) as pair:
+    async with (
+        source,
+        run_pair(
+            transport=transport, targets=[address, echo_server], server_settings=settings
+        ) as pair,
+    ):
         slow_local = pair.local(address)
         _, slow_writer = await asyncio.open_connection(slow_local.host, slow_local.port)
         await asyncio.sleep(0.5)  # the slow stream is now stuck with a full window
@@ -126,8 +152,12 @@ async def test_a_slow_reader_does_not_stall_other_streams(echo_server: Address) 
         slow_writer.close()
 
 
-async def test_a_thousand_connections_at_once_keep_the_server_up() -> None:
-    async with EchoServer() as echo, run_pair([echo]) as pair, asyncio.timeout(60):
+async def test_a_thousand_connections_at_once_keep_the_server_up(transport: str) -> None:
+    async with (
+        EchoServer() as echo,
+        run_pair(transport=transport, targets=[echo]) as pair,
+        asyncio.timeout(60),
+    ):
         local = pair.local(echo)
 
         async def one() -> bytes:
@@ -145,8 +175,11 @@ async def test_a_thousand_connections_at_once_keep_the_server_up() -> None:
 
 
 @pytest.mark.parametrize("cipher", ["aes-256-gcm", "chacha20-poly1305"])
-async def test_either_cipher_works(echo_server: Address, cipher: str) -> None:
+async def test_either_cipher_works(echo_server: Address, cipher: str, transport: str) -> None:
     client = Settings(password="pw", cipher=cipher)
-    async with run_pair([echo_server], client_settings=client) as pair, asyncio.timeout(10):
+    async with (
+        run_pair(transport=transport, targets=[echo_server], client_settings=client) as pair,
+        asyncio.timeout(10),
+    ):
         sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 1 << 20)
         assert sent == echoed

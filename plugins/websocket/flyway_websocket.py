@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -26,6 +25,7 @@ from flyway_core import (
     map_errors,
 )
 from flyway_core.interfaces import FrontDoor
+from flyway_core.tls import client_ssl
 
 __all__ = ["WebSocketCarrier", "WebSocketTransport"]
 
@@ -96,7 +96,7 @@ class WebSocketTransport:
 
     async def dial(self, server: ServerURL, hello: bytes, settings: Settings) -> WebSocketCarrier:
         url = server.url().replace("http", "ws", 1)
-        ssl_context: ssl.SSLContext | bool = True
+        ssl_context = client_ssl(settings) if server.scheme == "https" else True
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         try:
             ws = await session.ws_connect(

@@ -1,0 +1,181 @@
+"""Envelopes: the small sealed header on every request and response body (sans-I/O).
+
+A body is ``salt(16) | sealed header | payload | padding``. The header is sealed
+with AES-256-GCM under a key used once: HKDF-Expand(envelope key, info=salt),
+where the envelope key comes from the master key. It carries the session id,
+offsets and sizes, so nothing an observer sees repeats between requests: no
+session id, sequence number or length field sits in the clear. The payload is
+the session's own sealed records (already authenticated), or a hello.
+A streamed response is several envelopes back to back.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+__all__ = [
+    "ENVELOPE_OVERHEAD",
+    "EnvelopeKeys",
+    "Kind",
+    "Request",
+    "RequestFlags",
+    "Response",
+    "ResponseReader",
+    "Status",
+]
+
+VERSION = 1
+SALT = 16
+TAG = 16
+_REQUEST = struct.Struct(">BB16sQQBHI")  # version kind session up_offset down_ack flags pad len
+_RESPONSE = struct.Struct(">BBQQHI")  # version status up_ack down_offset pad len
+_ZERO_NONCE = bytes(12)
+ENVELOPE_OVERHEAD = SALT + _REQUEST.size + TAG + 0xFFFF  # the most a payload can grow by
+
+
+class Kind(IntEnum):
+    """What a request asks for."""
+
+    OPEN = 1  # payload: the client's hello; starts a session
+    SEND = 2  # payload: uplink bytes at ``up_offset``
+    POLL = 3  # wait for downlink bytes; acknowledges ``down_ack``
+    CLOSE = 4  # the client is done with the session
+
+
+class RequestFlags(IntFlag):
+    """Modifiers of a POLL."""
+
+    NONE = 0
+    REWIND = 1  # resend everything after down_ack (a response was lost)
+    STREAM = 2  # answer with a streamed (chunked) response, envelope by envelope
+    PROBE = 4  # a short streamed answer that tells whether the path streams promptly
+
+
+class Status(IntEnum):
+    """How the server answered."""
+
+    OK = 0
+    GONE = 1  # no such session (the server restarted, or the session ended)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    kind: Kind
+    session: bytes
+    up_offset: int = 0
+    down_ack: int = 0
+    flags: RequestFlags = RequestFlags.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: Status
+    up_ack: int = 0
+    down_offset: int = 0
+
+
+class EnvelopeKeys:
+    """Seals and opens envelopes for one password."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"flyway/v1 http envelope"
+        ).derive(master_key)
+
+    def _aead(self, salt: bytes) -> AESGCM:
+        key = HKDFExpand(algorithm=hashes.SHA256(), length=32, info=salt).derive(self._key)
+        return AESGCM(key)
+
+    def _seal(self, header: bytes, payload: bytes, padding: int) -> bytes:
+        salt = os.urandom(SALT)
+        sealed = self._aead(salt).encrypt(_ZERO_NONCE, header, None)
+        return b"".join((salt, sealed, payload, os.urandom(padding)))
+
+    def seal_request(self, request: Request, payload: bytes = b"", *, padding: int = 0) -> bytes:
+        header = _REQUEST.pack(
+            VERSION,
+            request.kind,
+            request.session,
+            request.up_offset,
+            request.down_ack,
+            request.flags,
+            padding,
+            len(payload),
+        )
+        return self._seal(header, payload, padding)
+
+    def open_request(self, body: bytes) -> tuple[Request, bytes] | None:
+        """Return the request and its payload, or None when ``body`` is not ours."""
+        end = SALT + _REQUEST.size + TAG
+        if len(body) < end:
+            return None
+        try:
+            header = self._aead(body[:SALT]).decrypt(_ZERO_NONCE, body[SALT:end], None)
+        except InvalidTag:
+            return None
+        version, kind, session, up_offset, down_ack, flags, padding, size = _REQUEST.unpack(header)
+        if version != VERSION or kind not in Kind._value2member_map_:
+            return None
+        if len(body) != end + size + padding:
+            return None
+        request = Request(Kind(kind), session, up_offset, down_ack, RequestFlags(flags & 7))
+        return request, body[end : end + size]
+
+    def seal_response(self, response: Response, payload: bytes = b"", *, padding: int = 0) -> bytes:
+        header = _RESPONSE.pack(
+            VERSION, response.status, response.up_ack, response.down_offset, padding, len(payload)
+        )
+        return self._seal(header, payload, padding)
+
+    def reader(self) -> ResponseReader:
+        """Return a parser for a (possibly streamed) response body."""
+        return ResponseReader(self)
+
+
+class ResponseReader:
+    """Parses envelopes from response bytes as they arrive, in any chunking."""
+
+    def __init__(self, keys: EnvelopeKeys) -> None:
+        self._keys = keys
+        self._buffer = bytearray()
+        self._header: tuple[Response, int, int] | None = None  # response, payload, padding
+
+    def feed(self, data: bytes) -> list[tuple[Response, bytes]]:
+        """Add bytes; return the envelopes they complete. ValueError if not ours."""
+        self._buffer += data
+        out: list[tuple[Response, bytes]] = []
+        end = SALT + _RESPONSE.size + TAG
+        while True:
+            if self._header is None:
+                if len(self._buffer) < end:
+                    return out
+                salt, sealed = bytes(self._buffer[:SALT]), bytes(self._buffer[SALT:end])
+                try:
+                    header = self._keys._aead(salt).decrypt(_ZERO_NONCE, sealed, None)
+                except InvalidTag:
+                    raise ValueError("response envelope failed authentication") from None
+                version, status, up_ack, down_offset, padding, size = _RESPONSE.unpack(header)
+                if version != VERSION or status not in Status._value2member_map_:
+                    raise ValueError(f"unexpected response envelope (version {version})")
+                del self._buffer[:end]
+                self._header = (Response(Status(status), up_ack, down_offset), size, padding)
+            response, size, padding = self._header
+            if len(self._buffer) < size + padding:
+                return out
+            payload = bytes(self._buffer[:size])
+            del self._buffer[: size + padding]
+            self._header = None
+            out.append((response, payload))
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole envelope."""
+        return len(self._buffer) + (0 if self._header is None else 1)

@@ -1,0 +1,326 @@
+"""The server side: one ``HttpSession`` per tunnel session, fed by ordinary POST requests.
+
+Theory of operation. Uplink bytes arrive in SEND requests at an offset; the
+session delivers them in order, keeps early ones until the gap fills, and drops
+what it already has, so retried and reordered requests are harmless. Downlink
+bytes wait in ``_down`` until a POLL acknowledges them; a POLL is answered as
+soon as there are unsent bytes (or empty after the poll timeout), either whole
+or, when the client asks, streamed envelope by envelope. A POLL that says a
+response was lost (REWIND) makes everything unacknowledged go out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from flyway_core import CarrierClosed
+from flyway_http_post.envelope import (
+    EnvelopeKeys,
+    Kind,
+    Request,
+    RequestFlags,
+    Response,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from flyway_core.interfaces import FrontDoor
+    from flyway_core.protocol import ServerConnection
+
+__all__ = ["HttpPostServer", "HttpSession", "Limits"]
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 0.3  # a PROBE response: one envelope at once, the next this much later
+STREAM_SECONDS = 20.0  # a streamed response ends after this long...
+STREAM_BYTES = 4 << 20  # ...or this many bytes, so acknowledgements keep coming
+DOWN_LIMIT = 8 << 20  # unacknowledged downlink bytes before the session's writer waits
+UP_REORDER_LIMIT = 64 << 20  # how far ahead of the gap an uplink offset may be
+
+
+class Limits:
+    """Sizes and timeouts shared by client and server (from the plugin's options)."""
+
+    def __init__(self, *, max_body: int = 1 << 20, poll_timeout: float = 30.0) -> None:
+        self.max_body = max_body
+        self.poll_timeout = poll_timeout
+
+    @property
+    def dead_after(self) -> float:
+        """Silence after which the other side counts as gone."""
+        return self.poll_timeout + 15.0
+
+
+def _padding() -> int:
+    return random.randrange(0, 256)
+
+
+def _headers(streamed: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Cache-Control": "no-store",
+        "Server": "nginx",
+    }
+    if streamed:
+        headers["X-Accel-Buffering"] = "no"
+    return headers
+
+
+class HttpSession:
+    """Server-side state of one tunnel session, and its Carrier for the core."""
+
+    def __init__(self, session_id: bytes, peer: str) -> None:
+        self.id = session_id
+        self.peer = peer
+        self.last_seen = time.monotonic()
+        self.closed = False
+        self.polls = 0
+        # uplink
+        self._up_next = 0
+        self._up_early: dict[int, bytes] = {}
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        # downlink: _down holds bytes from offset _down_base; _sent is how far we sent
+        self._down = bytearray()
+        self._down_base = 0
+        self._sent = 0
+        self._changed = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    # --- Carrier, as the core session sees it ---------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        if self.closed:
+            raise CarrierClosed("the HTTP session is closed")
+        self._down += data
+        self._changed.set()
+        if len(self._down) > DOWN_LIMIT:
+            self._room.clear()
+            await self._room.wait()
+
+    async def receive(self) -> bytes:
+        if self.closed and self._inbox.empty():
+            return b""
+        return await self._inbox.get()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._inbox.put_nowait(b"")
+            self._changed.set()
+            self._room.set()
+
+    # --- fed by requests ------------------------------------------------------------
+
+    def deliver(self, offset: int, data: bytes) -> bool:
+        """Take uplink bytes at ``offset``; False if they are absurdly far ahead."""
+        self.last_seen = time.monotonic()
+        end = offset + len(data)
+        if end <= self._up_next or not data:
+            return True  # a duplicate (a retried request that had arrived)
+        if offset > self._up_next + UP_REORDER_LIMIT:
+            return False
+        if offset > self._up_next:
+            self._up_early[offset] = data
+            return True
+        self._inbox.put_nowait(data[self._up_next - offset :])
+        self._up_next = end
+        while self._up_early:
+            ready = [o for o in self._up_early if o <= self._up_next]
+            if not ready:
+                break
+            for o in ready:
+                chunk = self._up_early.pop(o)
+                if o + len(chunk) > self._up_next:
+                    self._inbox.put_nowait(chunk[self._up_next - o :])
+                    self._up_next = o + len(chunk)
+        return True
+
+    @property
+    def up_ack(self) -> int:
+        return self._up_next
+
+    def acknowledge(self, down_ack: int, rewind: bool) -> None:
+        """Forget downlink bytes the client has; on REWIND resend the rest."""
+        self.last_seen = time.monotonic()
+        drop = min(max(down_ack - self._down_base, 0), len(self._down))
+        if drop:
+            del self._down[:drop]
+            self._down_base += drop
+            if len(self._down) <= DOWN_LIMIT:
+                self._room.set()
+        self._sent = max(self._sent, self._down_base)
+        if rewind:
+            self._sent = self._down_base
+
+    def take(self, limit: int) -> tuple[int, bytes]:
+        """Return (offset, bytes) not yet sent, at most ``limit`` of them."""
+        start = self._sent - self._down_base
+        chunk = bytes(self._down[start : start + limit])
+        offset = self._sent
+        self._sent += len(chunk)
+        return offset, chunk
+
+    @property
+    def has_unsent(self) -> bool:
+        return self._sent < self._down_base + len(self._down)
+
+    async def wait_unsent(self, seconds: float) -> bool:
+        """Wait until there is something to send (True) or ``seconds`` pass."""
+        deadline = time.monotonic() + seconds
+        while not self.has_unsent and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+        return self.has_unsent
+
+
+class HttpPostServer:
+    """Claims POST requests whose body opens as an envelope; everything else passes."""
+
+    def __init__(self, door: FrontDoor, keys: EnvelopeKeys, limits: Limits) -> None:
+        self.door = door
+        self.keys = keys
+        self.limits = limits
+        self.sessions: dict[bytes, HttpSession] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            reaper = tasks.create_task(self._reap())
+            try:
+                yield
+            finally:
+                reaper.cancel()
+                for session in list(self.sessions.values()):
+                    await session.close()
+
+    async def _reap(self) -> None:
+        """Close sessions whose client stopped polling (it is gone)."""
+        while True:
+            await asyncio.sleep(self.limits.poll_timeout / 4)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                idle = now - session.last_seen
+                if session.polls == 0 and idle > self.limits.dead_after:
+                    log.info("http session from %s: no request for %.0fs", session.peer, idle)
+                    await session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse | None:
+        if request.method != "POST":
+            return None
+        length = request.content_length
+        if length is None or length > self.limits.max_body + 4096:
+            return None
+        opened = self.keys.open_request(await request.read())
+        if opened is None:
+            return None
+        envelope, payload = opened
+        if envelope.kind is Kind.OPEN:
+            return await self._open(request, envelope, payload)
+        session = self.sessions.get(envelope.session)
+        if session is None or session.closed:
+            return self._reply(Response(Status.GONE))
+        if envelope.kind is Kind.SEND:
+            if not session.deliver(envelope.up_offset, payload):
+                await session.close()
+                return self._reply(Response(Status.GONE))
+            return self._reply(Response(Status.OK, up_ack=session.up_ack))
+        if envelope.kind is Kind.CLOSE:
+            await session.close()
+            return self._reply(Response(Status.GONE))
+        return await self._poll(request, session, envelope)
+
+    def _reply(self, response: Response, payload: bytes = b"") -> web.Response:
+        body = self.keys.seal_response(response, payload, padding=_padding())
+        return web.Response(body=body, headers=_headers(False))
+
+    async def _open(
+        self, request: web.Request, envelope: Request, hello: bytes
+    ) -> web.Response | None:
+        peer = request.remote or "?"
+        if envelope.session in self.sessions:
+            return None  # a replayed OPEN: door.accept would refuse it as well
+        connection = self.door.accept(hello, peer, keepalive=False)
+        if connection is None:
+            return None
+        session = HttpSession(envelope.session, peer)
+        self.sessions[session.id] = session
+        assert self._tasks is not None
+        self._tasks.create_task(self._run(session, connection))
+        return self._reply(Response(Status.OK))
+
+    async def _run(self, session: HttpSession, connection: ServerConnection) -> None:
+        try:
+            await self.door.run_session(session, connection, peer=session.peer, transport="http")
+        finally:
+            await session.close()
+            self.sessions.pop(session.id, None)
+
+    async def _poll(
+        self, request: web.Request, session: HttpSession, envelope: Request
+    ) -> web.StreamResponse:
+        session.acknowledge(envelope.down_ack, RequestFlags.REWIND in envelope.flags)
+        session.polls += 1
+        try:
+            if envelope.flags & (RequestFlags.STREAM | RequestFlags.PROBE):
+                return await self._stream(request, session, envelope)
+            await session.wait_unsent(self.limits.poll_timeout)
+            offset, chunk = session.take(self.limits.max_body)
+            status = Status.GONE if session.closed and not chunk else Status.OK
+            return self._reply(Response(status, session.up_ack, offset), chunk)
+        finally:
+            session.polls -= 1
+            session.last_seen = time.monotonic()
+
+    async def _stream(
+        self, request: web.Request, session: HttpSession, envelope: Request
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers=_headers(True))
+        await response.prepare(request)
+        if RequestFlags.PROBE in envelope.flags:
+            # Two empty envelopes PROBE_SECONDS apart: if they reach the client
+            # together, something on the path buffers streamed responses.
+            await response.write(self._envelope(session, *session.take(0)))
+            await asyncio.sleep(PROBE_SECONDS)
+            await response.write(self._envelope(session, *session.take(0)))
+            await response.write_eof()
+            return response
+        deadline = time.monotonic() + STREAM_SECONDS
+        sent = 0
+        await response.write(self._envelope(session, *session.take(self.limits.max_body)))
+        while sent < STREAM_BYTES and not session.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await session.wait_unsent(remaining):
+                break
+            offset, chunk = session.take(min(self.limits.max_body, STREAM_BYTES - sent))
+            await response.write(self._envelope(session, offset, chunk))
+            sent += len(chunk)
+        await response.write_eof()
+        return response
+
+    def _envelope(self, session: HttpSession, offset: int, chunk: bytes) -> bytes:
+        status = Status.GONE if session.closed and not chunk else Status.OK
+        return self.keys.seal_response(
+            Response(status, session.up_ack, offset), chunk, padding=_padding()
+        )
+
+
+def new_session_id() -> bytes:
+    """A random session id (it only ever travels sealed)."""
+    return os.urandom(16)
