@@ -164,6 +164,7 @@ class Session:
     async def run(self) -> None:
         """Run until the carrier closes, the peer closes, or the session times out."""
         self.stats.sessions += 1
+        self._wake.set()  # what the handshake queued (the server's Welcome) goes out now
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -208,7 +209,9 @@ class Session:
             data = await self._carrier.receive()
             if not data:
                 raise _SessionOver(
-                    "the peer closed the connection" if self.started.is_set() else ""
+                    "the peer closed the connection"
+                    if self.started.is_set()
+                    else "the connection closed before the server answered"
                 )
             for event in self._conn.receive_data(data, time.time()):
                 self._dispatch(event)

@@ -138,9 +138,10 @@ class HttpPostCarrier:
             await self._up_room.wait()
 
     async def receive(self) -> bytes:
-        if self._closed and self._inbox.empty():
-            return b""
-        return await self._inbox.get()
+        data = b"" if self._closed and self._inbox.empty() else await self._inbox.get()
+        if not data and self._error:
+            raise CarrierClosed(self._error)
+        return data
 
     async def close(self) -> None:
         if self._closing:
@@ -289,9 +290,7 @@ class HttpPostCarrier:
 
     # --- one request --------------------------------------------------------------------
 
-    async def _exchange(
-        self, body: bytes, limit: float, arrived: Callable[[float], None]
-    ) -> bool:
+    async def _exchange(self, body: bytes, limit: float, arrived: Callable[[float], None]) -> bool:
         """POST ``body`` and apply every envelope of the answer; False when it failed."""
         reader = self._keys.reader()
         try:

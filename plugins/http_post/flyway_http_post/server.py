@@ -146,6 +146,11 @@ class HttpSession:
         return True
 
     @property
+    def unacknowledged(self) -> int:
+        """Downlink bytes held for the client (sent or not, not yet acknowledged)."""
+        return len(self._down)
+
+    @property
     def up_ack(self) -> int:
         return self._up_next
 
@@ -196,6 +201,7 @@ class HttpPostServer:
         self.keys = keys
         self.limits = limits
         self.sessions: dict[bytes, HttpSession] = {}
+        self.requests = 0  # tunnel requests answered (for statistics and tests)
         self._tasks: asyncio.TaskGroup | None = None
 
     @contextlib.asynccontextmanager
@@ -231,6 +237,7 @@ class HttpPostServer:
         if opened is None:
             return None
         envelope, payload = opened
+        self.requests += 1
         if envelope.kind is Kind.OPEN:
             return await self._open(request, envelope, payload)
         session = self.sessions.get(envelope.session)
@@ -293,26 +300,34 @@ class HttpPostServer:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers=_headers(True))
         await response.prepare(request)
-        if RequestFlags.PROBE in envelope.flags:
-            # Two empty envelopes PROBE_SECONDS apart: if they reach the client
-            # together, something on the path buffers streamed responses.
-            await response.write(self._envelope(session, *session.take(0)))
-            await asyncio.sleep(PROBE_SECONDS)
-            await response.write(self._envelope(session, *session.take(0)))
+        try:
+            if RequestFlags.PROBE in envelope.flags:
+                await self._probe(response, session)
+            else:
+                await self._stream_data(response, session)
             await response.write_eof()
-            return response
-        deadline = time.monotonic() + STREAM_SECONDS
+        except ConnectionError:
+            pass  # the client went away mid-answer; its next poll asks for a rewind
+        return response
+
+    async def _probe(self, response: web.StreamResponse, session: HttpSession) -> None:
+        """Two empty envelopes PROBE_SECONDS apart: buffering on the path shows as no gap."""
+        await response.write(self._envelope(session, *session.take(0)))
+        await asyncio.sleep(PROBE_SECONDS)
+        await response.write(self._envelope(session, *session.take(0)))
+
+    async def _stream_data(self, response: web.StreamResponse, session: HttpSession) -> None:
+        """Envelopes as data comes, until the poll timeout or STREAM_BYTES."""
+        deadline = time.monotonic() + min(STREAM_SECONDS, self.limits.poll_timeout)
         sent = 0
         await response.write(self._envelope(session, *session.take(self.limits.max_body)))
         while sent < STREAM_BYTES and not session.closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not await session.wait_unsent(remaining):
-                break
+                return
             offset, chunk = session.take(min(self.limits.max_body, STREAM_BYTES - sent))
             await response.write(self._envelope(session, offset, chunk))
             sent += len(chunk)
-        await response.write_eof()
-        return response
 
     def _envelope(self, session: HttpSession, offset: int, chunk: bytes) -> bytes:
         status = Status.GONE if session.closed and not chunk else Status.OK

@@ -53,6 +53,7 @@ class HttpPostTransport:
         self.path = path if path.startswith("/") else "/" + path
         self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
         self.proxy = proxy
+        self.server: HttpPostServer | None = None  # the server side, once serving
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPostTransport:
@@ -108,7 +109,7 @@ class HttpPostTransport:
         @contextlib.asynccontextmanager
         async def serving() -> AsyncIterator[None]:
             keys = EnvelopeKeys(derive_master_key(door.settings.password))
-            server = HttpPostServer(door, keys, self.limits)
+            server = self.server = HttpPostServer(door, keys, self.limits)
             door.add_handler(server.handle)
             async with server.running():
                 yield
