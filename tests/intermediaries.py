@@ -420,7 +420,8 @@ class BodyRecord:
     """One non-empty body in the faulted direction, numbered from 1 across connections."""
 
     index: int
-    connection: int
+    connection: int  # numbered from 1 in the order the relay accepted them
+    length: int | None  # its Content-Length; None when chunked or until close
     cut: bool
 
 
@@ -428,11 +429,13 @@ class _Framer:
     """Follows HTTP/1.1 messages in one direction of a connection to find their bodies.
 
     ``feed(data)`` returns ``(n, reset)``: forward ``data[:n]``, then reset the
-    connection when ``reset``. ``choose()`` is asked once per non-empty body whether
-    to cut it; a cut body is forwarded up to about its middle.
+    connection when ``reset``. ``choose(length)`` is asked once per non-empty body
+    whether to cut it; a cut body is forwarded up to about its middle.
     """
 
-    def __init__(self, role: Direction, exchange: _Exchange, choose: Callable[[], bool]) -> None:
+    def __init__(
+        self, role: Direction, exchange: _Exchange, choose: Callable[[int | None], bool]
+    ) -> None:
         self.role = role
         self.exchange = exchange
         self.choose = choose
@@ -471,7 +474,7 @@ class _Framer:
             case _State.TRAILERS:
                 return self._trailers(data, pos)
             case _State.UNTIL_CLOSE:
-                if not self.counted and self._offer():
+                if not self.counted and self._offer(None):
                     self.cut_at = pos + (len(data) - pos) // 2
                 return len(data)
             case _:
@@ -544,7 +547,7 @@ class _Framer:
         elif length.isdigit() and int(length) > 0:
             self.state = _State.LENGTH
             self.remaining = int(length)
-            if self._offer():
+            if self._offer(self.remaining):
                 self.cut_in = self.remaining // 2
 
     def _done(self) -> None:
@@ -552,9 +555,9 @@ class _Framer:
         self.counted = False
         self.cut_in = None
 
-    def _offer(self) -> bool:
+    def _offer(self, length: int | None) -> bool:
         self.counted = True
-        return self.choose()
+        return self.choose(length)
 
     # bodies
 
@@ -600,7 +603,7 @@ class _Framer:
             return pos
         self.state = _State.CHUNK_DATA
         self.remaining = size
-        if not self.counted and self._offer():
+        if not self.counted and self._offer(None):
             self.cut_in = size // 2
             if self.cut_in == 0:
                 self.cut_at = pos
@@ -695,10 +698,10 @@ class FaultRelay:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _choose(self, connection: int) -> bool:
+    def _choose(self, connection: int, length: int | None) -> bool:
         index = len(self.records) + 1
         cut = self.every > 0 and index % self.every == 0
-        self.records.append(BodyRecord(index, connection, cut))
+        self.records.append(BodyRecord(index, connection, length, cut))
         return cut
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -731,10 +734,10 @@ class FaultRelay:
             self._live.pop(number, None)
             self._tasks.discard(task)
 
-    def _chooser(self, role: Direction, connection: int) -> Callable[[], bool]:
+    def _chooser(self, role: Direction, connection: int) -> Callable[[int | None], bool]:
         if role != self.direction:
-            return lambda: False
-        return lambda: self._choose(connection)
+            return lambda length: False
+        return functools.partial(self._choose, connection)
 
     @staticmethod
     async def _pump(

@@ -144,7 +144,7 @@ class Origin:
             ("/stream", self.stream),
         ]:
             app.router.add_post(path, handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         server = runner.server
         assert server is not None
@@ -476,7 +476,8 @@ async def test_fault_relay_resets_with_rst_mid_response(
     origin: Origin, fault_relay: FaultRelayFactory
 ) -> None:
     relay = await fault_relay(origin.port, direction="response", every=1)
-    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     body = os.urandom(50_000)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + body)
     with pytest.raises(ConnectionResetError):  # RST, not FIN: a read fails
@@ -499,3 +500,35 @@ async def test_fault_relay_passes_everything_when_every_is_zero(
     assert relay.resets == 0
     assert relay.connections == 1
     assert origin.received == [len(body) for body in bodies] * 2
+
+
+async def test_fault_relay_follows_pipelined_and_unusual_messages(
+    origin: Origin, fault_relay: FaultRelayFactory
+) -> None:
+    """One write, four requests: a chunked body with an extension and a trailer, a HEAD
+    (its 405 answer has a Content-Length but no body), an Expect: 100-continue (an
+    interim 100 before the answer), then a large one. Only the framing tells the relay
+    that the third response body is the fourth response's, and cuts that."""
+    big = os.urandom(300_000)
+    requests = [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+        b"0123456789",
+        b"POST /echo?chunked=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + big,
+    ]
+    relay = await fault_relay(origin.port, direction="response", every=3)
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(b"".join(requests))
+    with pytest.raises(ConnectionResetError):
+        await read_to_end(reader)
+    writer.close()
+    assert [(record.length, record.cut) for record in relay.records] == [
+        (5, False),  # "hello"
+        (10, False),  # "0123456789", after a 405 without a body and a 100 Continue
+        (None, True),  # the large one, chunked
+    ]
+    assert origin.received == [5, 10, 300_000]
+    assert relay.connections == 1
