@@ -180,12 +180,16 @@ def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]
     chosen = [(name, flag) for key, (name, flag) in _CORE_FLAGS.items() if params[key]]
     if params["transport"]:
         chosen.append((params["transport"], "--transport"))
+    installed = plugins.transports(settings)
+    for transport in installed.values():  # a plugin's own long flag selects its transport
+        flag = getattr(transport, "flag", None) or ""
+        if flag.startswith("--") and settings.option(flag[2:]):
+            chosen.append((transport.name, flag))
     if len(chosen) > 1:
         raise ConfigError("choose one transport: " + ", ".join(flag for _, flag in chosen))
     if chosen:
         name, flag = chosen[0]
         return plugins.transport(name, settings, flag=flag)
-    installed = plugins.transports(settings)
     if "http" in installed:
         return installed["http"]
     if "ws" in installed:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from flyway_core.address import Address, ServerURL
@@ -93,6 +93,7 @@ async def run_pair(
     client_settings: Settings | None = None,
     wait_ready: bool = True,
     via_relay: bool = False,
+    front: Callable[[Address], Awaitable[str]] | None = None,
 ) -> AsyncIterator[Running]:
     """A server and a client (forwarding a local port to each target) on 127.0.0.1."""
     server_settings = server_settings or Settings(password="pw")
@@ -124,8 +125,11 @@ async def run_pair(
         relay = Relay(address) if via_relay else None
         if relay is not None:
             address = await relay.start()
+        server_url = ServerURL("http", "127.0.0.1", address.port)
+        if front is not None:  # an intermediary (proxy, CDN) the client dials instead
+            server_url = ServerURL.parse(await front(address), default_port=80)
         tunnel = ClientTunnel(
-            ServerURL("http", "127.0.0.1", address.port),
+            server_url,
             client_plugins.transport(transport, client_settings),
             client_settings,
             emit=record(client_events, client_plugins),

@@ -39,6 +39,8 @@ __all__ = ["HttpPostCarrier", "open_carrier"]
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 4  # concurrent SEND requests
+ACK_EVERY = 1 << 20  # downlink bytes between acknowledgements while an answer streams
+EARLY_LIMIT = 16 << 20  # downlink bytes kept while waiting for a gap to fill
 UP_LIMIT = 8 << 20  # unacknowledged uplink bytes before send() waits
 REPROBE_SECONDS = 300.0
 ACTIVE_SECONDS = 2.0  # a second poll is kept outstanding this long after data arrived
@@ -101,6 +103,10 @@ class HttpPostCarrier:
         self._inflight = 0
         # downlink
         self._down_next = 0
+        self._down_acked = 0  # what the server has been told arrived
+        self._early: dict[int, bytes] = {}  # envelopes that came before a gap
+        self._early_bytes = 0
+        self._acking = False
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._rewind = False
         self._last_data = 0.0
@@ -277,16 +283,51 @@ class HttpPostCarrier:
         self.streaming = streaming
 
     def _deliver(self, offset: int, payload: bytes) -> None:
-        end = offset + len(payload)
-        if not payload or end <= self._down_next:
+        """Take downlink bytes at ``offset``: in order, early ones kept, duplicates cut.
+
+        Two answers in flight may arrive in either order, so an early envelope
+        waits for the gap before it; a gap whose answer failed is filled by the
+        rewind that failure asks for.
+        """
+        if not payload or offset + len(payload) <= self._down_next:
             return
-        if offset > self._down_next:  # a gap: an earlier response was lost
-            self._rewind = True
+        if offset > self._down_next:
+            if self._early_bytes + len(payload) <= EARLY_LIMIT:
+                self._early[offset] = payload
+                self._early_bytes += len(payload)
+            else:  # too far ahead: drop it, it comes again after a rewind
+                self._rewind = True
             return
         self._inbox.put_nowait(payload[self._down_next - offset :])
-        self._down_next = end
+        self._down_next = offset + len(payload)
+        while self._early:
+            ready = [o for o in self._early if o <= self._down_next]
+            if not ready:
+                break
+            for o in sorted(ready):
+                chunk = self._early.pop(o)
+                self._early_bytes -= len(chunk)
+                if o + len(chunk) > self._down_next:
+                    self._inbox.put_nowait(chunk[self._down_next - o :])
+                    self._down_next = o + len(chunk)
         self._last_data = time.monotonic()
         self._poll_wanted.set()
+        if self._down_next - self._down_acked >= ACK_EVERY and not self._acking:
+            self._acking = True  # a streamed answer can run long: free the server's buffer
+            self._spawn(self._acknowledge())
+
+    async def _acknowledge(self) -> None:
+        """Tell the server what arrived, with an empty SEND (it carries down_ack)."""
+        try:
+            while self._down_next - self._down_acked >= ACK_EVERY and not self._closed:
+                acked = self._down_next
+                request = Request(Kind.SEND, self._id, up_offset=self._up_base, down_ack=acked)
+                body = self._keys.seal_request(request, padding=random.randrange(64))
+                if not await self._exchange(body, 30.0, lambda _: None):
+                    return
+                self._down_acked = max(self._down_acked, acked)
+        finally:
+            self._acking = False
 
     # --- one request --------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ __all__ = [
     "ENVELOPE_OVERHEAD",
     "EnvelopeKeys",
     "Kind",
+    "MAX_HOLD_MS",
+    "PingInfo",
     "Request",
     "RequestFlags",
     "Response",
@@ -48,6 +50,11 @@ class Kind(IntEnum):
     SEND = 2  # payload: uplink bytes at ``up_offset``
     POLL = 3  # wait for downlink bytes; acknowledges ``down_ack``
     CLOSE = 4  # the client is done with the session
+    PING = 5  # touches no session; the server waits ``up_offset`` ms, then says what arrived
+
+
+MAX_HOLD_MS = 120_000  # the longest a PING is held (its ``up_offset``: milliseconds)
+_PING_INFO = struct.Struct(">QQI")  # max_body, largest_request, poll timeout in ms
 
 
 class RequestFlags(IntFlag):
@@ -80,6 +87,29 @@ class Response:
     status: Status
     up_ack: int = 0
     down_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PingInfo:
+    """The payload of a PING answer: the server's own limits, for ``flyway doctor``.
+
+    The answer itself says ``up_ack`` = payload bytes received and
+    ``down_offset`` = the hold applied in milliseconds.
+    """
+
+    max_body: int  # the server's --http-max-body
+    largest_request: int  # the largest request body the server reads at all
+    poll_timeout: float  # seconds the server holds a POLL that has nothing to answer
+
+    def pack(self) -> bytes:
+        return _PING_INFO.pack(self.max_body, self.largest_request, round(self.poll_timeout * 1000))
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> PingInfo | None:
+        if len(payload) < _PING_INFO.size:
+            return None
+        max_body, largest, poll_ms = _PING_INFO.unpack_from(payload)
+        return cls(max_body, largest, poll_ms / 1000)
 
 
 class EnvelopeKeys:

@@ -24,8 +24,10 @@ from aiohttp import web
 
 from flyway_core import CarrierClosed
 from flyway_http_post.envelope import (
+    MAX_HOLD_MS,
     EnvelopeKeys,
     Kind,
+    PingInfo,
     Request,
     RequestFlags,
     Response,
@@ -41,6 +43,7 @@ __all__ = ["HttpPostServer", "HttpSession", "Limits"]
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 0.3  # a PROBE response: one envelope at once, the next this much later
+PROBE_PADDING = 24 << 10  # the first probe envelope is about this big
 STREAM_SECONDS = 20.0  # a streamed response ends after this long...
 STREAM_BYTES = 4 << 20  # ...or this many bytes, so acknowledgements keep coming
 DOWN_LIMIT = 8 << 20  # unacknowledged downlink bytes before the session's writer waits
@@ -237,6 +240,8 @@ class HttpPostServer:
         if opened is None:
             return None
         envelope, payload = opened
+        if envelope.kind is Kind.PING:  # flyway doctor: no session, not counted in requests
+            return await self._ping(envelope, payload)
         self.requests += 1
         if envelope.kind is Kind.OPEN:
             return await self._open(request, envelope, payload)
@@ -244,6 +249,7 @@ class HttpPostServer:
         if session is None or session.closed:
             return self._reply(Response(Status.GONE))
         if envelope.kind is Kind.SEND:
+            session.acknowledge(envelope.down_ack, rewind=False)
             if not session.deliver(envelope.up_offset, payload):
                 await session.close()
                 return self._reply(Response(Status.GONE))
@@ -252,6 +258,14 @@ class HttpPostServer:
             await session.close()
             return self._reply(Response(Status.GONE))
         return await self._poll(request, session, envelope)
+
+    async def _ping(self, envelope: Request, payload: bytes) -> web.Response:
+        """Hold a PING ``up_offset`` ms, then say how much arrived and what the limits are."""
+        hold = min(envelope.up_offset, MAX_HOLD_MS)
+        await asyncio.sleep(hold / 1000)
+        largest = self.limits.max_body + 4096  # what handle() reads at all
+        info = PingInfo(self.limits.max_body, largest, self.limits.poll_timeout)
+        return self._reply(Response(Status.OK, up_ack=len(payload), down_offset=hold), info.pack())
 
     def _reply(self, response: Response, payload: bytes = b"") -> web.Response:
         body = self.keys.seal_response(response, payload, padding=_padding())
@@ -311,8 +325,17 @@ class HttpPostServer:
         return response
 
     async def _probe(self, response: web.StreamResponse, session: HttpSession) -> None:
-        """Two empty envelopes PROBE_SECONDS apart: buffering on the path shows as no gap."""
-        await response.write(self._envelope(session, *session.take(0)))
+        """Two envelopes PROBE_SECONDS apart: buffering on the path shows as no gap.
+
+        The first is padded to an uneven size of some kilobytes, as data would be:
+        a proxy that forwards small writes at once but holds a partly filled
+        buffer (nginx with proxy_buffering on) must not pass for a streaming path.
+        """
+        offset, _ = session.take(0)
+        padding = PROBE_PADDING + random.randrange(1024)
+        await response.write(
+            self.keys.seal_response(Response(Status.OK, session.up_ack, offset), padding=padding)
+        )
         await asyncio.sleep(PROBE_SECONDS)
         await response.write(self._envelope(session, *session.take(0)))
 
