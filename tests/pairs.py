@@ -53,11 +53,13 @@ class Relay:
         """Silently drop everything from now on, keeping connections open (a dead path)."""
         self.frozen = True
 
-    def cut(self) -> None:
-        """Drop every relayed connection at once, as a dead network would."""
+    def cut(self) -> int:
+        """Drop every relayed connection at once, as a dead network would; return how many."""
+        dropped = sum(not writer.transport.is_closing() for writer in self.writers)
         for writer in self.writers:
             writer.transport.abort()
         self.writers.clear()
+        return dropped
 
     def close(self) -> None:
         self.cut()

@@ -170,6 +170,10 @@ class HttpSession:
         if rewind:
             self._sent = self._down_base
 
+    def unsend(self, offset: int) -> None:
+        """Bytes from ``offset`` on did not go out after all: send them again."""
+        self._sent = max(min(self._sent, offset), self._down_base)
+
     def take(self, limit: int) -> tuple[int, bytes]:
         """Return (offset, bytes) not yet sent, at most ``limit`` of them."""
         start = self._sent - self._down_base
@@ -302,7 +306,8 @@ class HttpPostServer:
             if envelope.flags & (RequestFlags.STREAM | RequestFlags.PROBE):
                 return await self._stream(request, session, envelope)
             await session.wait_unsent(self.limits.poll_timeout)
-            offset, chunk = session.take(self.limits.max_body)
+            gone = request.transport is None or request.transport.is_closing()
+            offset, chunk = session.take(0 if gone else self.limits.max_body)
             status = Status.GONE if session.closed and not chunk else Status.OK
             return self._reply(Response(status, session.up_ack, offset), chunk)
         finally:
@@ -318,7 +323,7 @@ class HttpPostServer:
             if RequestFlags.PROBE in envelope.flags:
                 await self._probe(response, session)
             else:
-                await self._stream_data(response, session)
+                await self._stream_data(request, response, session)
             await response.write_eof()
         except ConnectionError:
             pass  # the client went away mid-answer; its next poll asks for a rewind
@@ -339,17 +344,28 @@ class HttpPostServer:
         await asyncio.sleep(PROBE_SECONDS)
         await response.write(self._envelope(session, *session.take(0)))
 
-    async def _stream_data(self, response: web.StreamResponse, session: HttpSession) -> None:
+    async def _stream_data(
+        self, request: web.Request, response: web.StreamResponse, session: HttpSession
+    ) -> None:
         """Envelopes as data comes, until the poll timeout or STREAM_BYTES."""
         deadline = time.monotonic() + min(STREAM_SECONDS, self.limits.poll_timeout)
+        transport = request.transport
         sent = 0
-        await response.write(self._envelope(session, *session.take(self.limits.max_body)))
+        first = True  # the first envelope goes out at once, even empty
         while sent < STREAM_BYTES and not session.closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await session.wait_unsent(remaining):
-                return
+            if not first:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not await session.wait_unsent(remaining):
+                    return
+            first = False
+            if transport is None or transport.is_closing():
+                return  # the client (or a proxy on the way) hung up: leave the bytes to others
             offset, chunk = session.take(min(self.limits.max_body, STREAM_BYTES - sent))
-            await response.write(self._envelope(session, offset, chunk))
+            try:
+                await response.write(self._envelope(session, offset, chunk))
+            except ConnectionError:
+                session.unsend(offset)  # these never left: the next poll gets them
+                raise
             sent += len(chunk)
 
     def _envelope(self, session: HttpSession, offset: int, chunk: bytes) -> bytes:
