@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -96,6 +97,7 @@ async def run_pair(
     wait_ready: bool = True,
     via_relay: bool = False,
     front: Callable[[Address], Awaitable[str]] | None = None,
+    server_ssl: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Running]:
     """A server and a client (forwarding a local port to each target) on 127.0.0.1."""
     server_settings = server_settings or Settings(password="pw")
@@ -119,6 +121,7 @@ async def run_pair(
         fallback=server_plugins.fallback(None, server_settings),
         dialer_for=lambda target: server_plugins.dialer(target, server_settings),
         emit=record(server_events, server_plugins),
+        ssl_context=server_ssl,
     )
     bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
     async with asyncio.TaskGroup() as tasks:
@@ -127,7 +130,7 @@ async def run_pair(
         relay = Relay(address) if via_relay else None
         if relay is not None:
             address = await relay.start()
-        server_url = ServerURL("http", "127.0.0.1", address.port)
+        server_url = ServerURL("https" if server_ssl else "http", "127.0.0.1", address.port)
         if front is not None:  # an intermediary (proxy, CDN) the client dials instead
             server_url = ServerURL.parse(await front(address), default_port=80)
         tunnel = ClientTunnel(
