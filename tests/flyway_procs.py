@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["FLYWAY", "free_port", "flyway", "wait_port"]
+__all__ = ["FLYWAY", "free_port", "flyway", "wait_port", "wait_port_on"]
 
 FLYWAY = [sys.executable, "-m", "flyway_core"]
 
@@ -23,13 +23,18 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
+    wait_port_on("127.0.0.1", port, timeout)
+
+
+def wait_port_on(host: str, port: int, timeout: float = 10.0) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(family) as sock:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+    raise TimeoutError(f"nothing listens on {host} port {port}")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from flyway_procs import FLYWAY, flyway, free_port, wait_port
+from flyway_procs import FLYWAY, flyway, free_port, wait_port, wait_port_on
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,8 +27,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 class EchoThread:
     """A blocking echo server for process tests (the test itself is synchronous)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -48,9 +49,9 @@ class EchoThread:
             conn.shutdown(socket.SHUT_WR)
 
 
-def echo_through(port: int, size: int = 1 << 20) -> bool:
+def echo_through(port: int, size: int = 1 << 20, host: str = "127.0.0.1") -> bool:
     payload = os.urandom(size)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection((host, port), timeout=10) as sock:
         sender = threading.Thread(
             target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR))
         )
@@ -163,24 +164,25 @@ def test_a_wrong_password_is_one_readable_line() -> None:
 
 
 @pytest.mark.parametrize(
-    "rule",
+    ("rule", "bind", "target"),
     [
-        "{local}:127.0.0.1:{echo}",
-        "127.0.0.1:{local}:127.0.0.1:{echo}",
-        "[127.0.0.1]:{local}:[127.0.0.1]:{echo}",
+        ("{local}:127.0.0.1:{echo}", "127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1:{local}:127.0.0.1:{echo}", "127.0.0.1", "127.0.0.1"),
+        ("[::1]:{local}:[::1]:{echo}", "::1", "::1"),
+        ("{local}:[::1]:{echo}", "127.0.0.1", "::1"),
     ],
 )
-def test_forward_forms(rule: str) -> None:
-    echo = EchoThread()
+def test_forward_forms(rule: str, bind: str, target: str) -> None:
+    echo = EchoThread(target)
     port, local = free_port(), free_port()
     with flyway([f"127.0.0.1:{port}", "-p", "pw"]) as server:
         wait_port(port)
         with flyway(
             ["-w", "-L", rule.format(local=local, echo=echo.port), f"127.0.0.1:{port}", "-p", "pw"]
         ):
-            wait_port(local)
+            wait_port_on(bind, local)
             time.sleep(0.3)
-            assert echo_through(local, 4096)
+            assert echo_through(local, 4096, host=bind)
         server.terminate()
 
 
