@@ -97,7 +97,6 @@ class HttpPostCarrier:
         self._up = bytearray()
         self._up_base = 0
         self._up_next = 0
-        self._up_retry: list[tuple[int, int]] = []  # (start, end) slices to send again
         self._up_room = asyncio.Event()
         self._up_room.set()
         self._inflight = 0
@@ -181,11 +180,9 @@ class HttpPostCarrier:
     # --- uplink -------------------------------------------------------------------------
 
     def _pump_up(self) -> None:
-        """Start SEND requests for unsent or failed slices, up to MAX_INFLIGHT."""
+        """Start SEND requests for unsent slices, up to MAX_INFLIGHT (each retries its own)."""
         while self._inflight < MAX_INFLIGHT and not self._closed:
-            if self._up_retry:
-                start, end = self._up_retry.pop(0)
-            elif self._up_next < self._up_base + len(self._up):
+            if self._up_next < self._up_base + len(self._up):
                 start = self._up_next
                 end = min(start + self._limits.max_body, self._up_base + len(self._up))
                 self._up_next = end

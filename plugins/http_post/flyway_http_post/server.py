@@ -47,7 +47,8 @@ PROBE_PADDING = 24 << 10  # the first probe envelope is about this big
 STREAM_SECONDS = 20.0  # a streamed response ends after this long...
 STREAM_BYTES = 4 << 20  # ...or this many bytes, so acknowledgements keep coming
 DOWN_LIMIT = 8 << 20  # unacknowledged downlink bytes before the session's writer waits
-UP_REORDER_LIMIT = 64 << 20  # how far ahead of the gap an uplink offset may be
+UP_REORDER_LIMIT = 16 << 20  # how far ahead of the gap an uplink offset may be (twice
+# what a client keeps unacknowledged), which bounds the early bytes a session holds
 
 
 class Limits:
