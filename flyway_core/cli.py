@@ -15,7 +15,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -43,9 +43,6 @@ Examples:
     flyway -w -L 8080::80 server:{DEFAULT_PORT} -p PASSWORD
   keep the password out of `ps`:
     FLYWAY_PASSWORD=secret flyway -L 5432 server:{DEFAULT_PORT}
-\b
-Sub-commands:
-  flyway plugins [--all] [--json]    installed plugins and what they provide
 """
 
 _CORE_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K")}
@@ -64,12 +61,19 @@ def _window(value: int) -> int:
     return value
 
 
-def build_run_command(plugins: Plugins) -> click.Command:
+def _epilog(commands: Mapping[str, click.Command]) -> str:
+    lines = [f"  flyway {name:<10} {cmd.get_short_help_str(70)}" for name, cmd in commands.items()]
+    return EXAMPLES + ("\b\nSub-commands:\n" + "\n".join(sorted(lines)) if lines else "")
+
+
+def build_run_command(
+    plugins: Plugins, commands: Mapping[str, click.Command] | None = None
+) -> click.Command:
     """The main command: a server, or (with any listener option) a client."""
 
     @click.command(
         name="flyway",
-        epilog=EXAMPLES,
+        epilog=_epilog(commands or {}),
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
     @click.argument("address", required=False, metavar="[ADDRESS]")
@@ -342,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] in cli.commands:
             cli.main(args, prog_name="flyway", standalone_mode=True)
         else:
-            build_run_command(plugins).main(args, prog_name="flyway", standalone_mode=False)
+            run = build_run_command(plugins, cli.commands)
+            run.main(args, prog_name="flyway", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
