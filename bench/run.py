@@ -5,9 +5,12 @@
 
 The far ends (echo, sink, source, duplex, idle holder) are asyncio servers inside this
 driver on 127.0.0.1:0. One flyway server and one flyway client (with one ``-L`` per
-target) run as separate subprocesses per transport, as users run them. Every metric is
-measured against the targets directly and then through each tunnel, in turn, so the
-ratios hold on a noisy machine. See bench/README.md for the wire formats and the metrics.
+target) run as separate subprocesses per transport, as users run them; http-squid and
+http-nginx put a real squid or nginx (tests/intermediaries.py) between them. A "bare
+relay" column (bench/bare_relay.py: two plain relay processes chained) shows the latency
+floor of any two-process relay. Every metric is measured against the targets directly
+and then through each tunnel, in turn, so the ratios hold on a noisy machine. See
+bench/README.md for the wire formats, the metrics and the targets.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.table import Table
@@ -44,7 +47,37 @@ KiB = 1 << 10
 MiB = 1 << 20
 MB = 1_000_000
 # goflyway-style flags that pick a transport on the client; the server serves them all.
-TRANSPORT_FLAGS: dict[str, list[str]] = {"ws": ["-w"], "http": [], "kcp": ["-K"]}
+TRANSPORT_FLAGS: dict[str, list[str]] = {
+    "ws": ["-w"],
+    "http": [],
+    "http-squid": [],
+    "http-nginx": [],
+    "kcp": ["-K"],
+}
+# Columns with a real HTTP intermediary (tests/intermediaries.py) between client and
+# server: squid as the client's --proxy (it refuses CONNECT), or nginx as a buffering
+# reverse proxy (a CDN edge) that the client dials instead of the server.
+VIA: dict[str, str] = {"http-squid": "squid", "http-nginx": "nginx"}
+DEFAULT_TRANSPORTS = ["ws", "http", "http-squid", "http-nginx"]
+BARE = "bare relay"
+# bench/bare_relay.py variants: MODE -> its flags (protocols + uvloop is the floor)
+BARE_MODES: dict[str, list[str]] = {
+    "protocols": [],
+    "streams": ["--streams"],
+    "protocols/asyncio": ["--asyncio"],
+    "streams/asyncio": ["--streams", "--asyncio"],
+}
+# Removed from flyway's environment: with them the `http` column would not be direct.
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
 TARGETS = ("echo", "sink", "source", "duplex", "idle")
 # Every request to sink/source/duplex starts with (length, seed, tag), big-endian u64s.
 HEADER = struct.Struct(">QQQ")
@@ -368,7 +401,7 @@ async def round_trips(ports: dict[str, int], count: int, warmup: int) -> dict[st
                 samples.append(elapsed / 1000)
     finally:
         await close(writer)
-    return stats(samples)
+    return {**stats(samples), "raw_us": samples}
 
 
 async def connects(ports: dict[str, int], count: int, warmup: int) -> dict[str, Any]:
@@ -387,7 +420,7 @@ async def connects(ports: dict[str, int], count: int, warmup: int) -> dict[str, 
             raise AssertionError(f"connect {i}: echo differs")
         if i >= warmup:
             samples.append(elapsed / 1000)
-    return stats(samples)
+    return {**stats(samples), "raw_us": samples}
 
 
 def stats(samples: list[float]) -> dict[str, Any]:
@@ -607,9 +640,97 @@ def read_lines(path: Path) -> list[str]:
         return []
 
 
+class Intermediaries:
+    """squid and nginx from tests/intermediaries.py: started on demand, stopped by close().
+
+    One squid serves every http-squid column; each http-nginx column gets its own nginx
+    (its upstream is that column's flyway server). Their logs are copied into the log
+    directory before they stop (their own directories are removed).
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.stack = contextlib.ExitStack()
+        self.children: list[tuple[str, Any]] = []  # (log name, intermediaries.Child)
+        self.children_closed: list[str] = []
+        self._module: Any = None
+        self._squid: Any = None
+
+    def module(self) -> Any:
+        if self._module is None:
+            tests = str(ROOT / "tests")
+            if tests not in sys.path:
+                sys.path.insert(0, tests)
+            import intermediaries  # type: ignore[import-not-found]  # tests/intermediaries.py
+
+            self._module = intermediaries
+        return self._module
+
+    def missing(self, name: str) -> str:
+        """Why ``name`` (squid or nginx) cannot run here; '' when it can."""
+        try:
+            module = self.module()
+        except Exception as exc:
+            return f"cannot import tests/intermediaries.py: {type(exc).__name__}: {exc}"
+        try:
+            module.find_binary(name)
+        except module.MissingBinary as exc:
+            return str(exc)
+        return ""
+
+    def squid(self) -> Any:
+        """The shared squid (started on first use; from the main thread, see its README)."""
+        if self._squid is None:
+            self._squid = self.stack.enter_context(self.module().run_squid())
+            self.children.append(("squid", self._squid))
+        return self._squid
+
+    def nginx(self, label: str, upstream_port: int) -> Any:
+        child = self.stack.enter_context(self.module().run_nginx(upstream_port))
+        self.children.append((f"{label.replace('/', '-')}-nginx", child))
+        return child
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def save_logs(self) -> None:
+        for name, child in self.children:
+            with contextlib.suppress(OSError):
+                self.log_path(name).write_text(child.log_tail(100_000) + "\n")
+
+    def close(self) -> None:
+        if self.children:
+            self.save_logs()
+        self.children_closed += [name for name, _ in self.children]
+        self.children = []
+        self._squid = None
+        self.stack.close()
+
+    def notable(self) -> dict[str, list[str]]:
+        """Log lines worth a look: nginx [warn] and worse, squid ERROR/WARNING/FATAL."""
+        found: dict[str, list[str]] = {}
+        for name in self.children_closed:
+            lines = [
+                line
+                for line in read_lines(self.log_path(name))
+                if any(
+                    mark in line
+                    for mark in ("[warn]", "[error]", "[crit]", "[alert]", "[emerg]", "ERROR")
+                )
+                or ("WARNING" in line and "squid" in name)
+                or "FATAL" in line
+            ]
+            if lines:
+                found[name] = lines
+        return found
+
+
 @dataclass
 class Tunnel:
     """One flyway server plus one client forwarding a local port to each target."""
+
+    header: ClassVar[str] = "tunnel ({})"
+    metrics: ClassVar[tuple[str, ...] | None] = None  # None: every metric
 
     label: str
     transport: str
@@ -617,25 +738,40 @@ class Tunnel:
     log_dir: Path
     window: int | None
     env_extra: dict[str, str] = field(default_factory=dict)
+    via: str = ""  # "squid" or "nginx": an intermediary in the path (VIA)
+    hops: Intermediaries | None = None
+    via_child: Any = None  # the intermediaries.Child this column goes through
     server: subprocess.Popen[bytes] | None = None
     client: subprocess.Popen[bytes] | None = None
     forwards: dict[str, int] = field(default_factory=dict)
     skipped: str = ""
     exit_codes: dict[str, Any] = field(default_factory=dict)
 
+    def does(self, metric: str) -> bool:
+        return self.metrics is None or metric in self.metrics
+
+    @property
+    def log_stem(self) -> str:
+        return self.label.replace("/", "-").replace(" ", "-")
+
     @property
     def server_log(self) -> Path:
-        return self.log_dir / f"{self.label.replace('/', '-')}-server.log"
+        return self.log_dir / f"{self.log_stem}-server.log"
 
     @property
     def client_log(self) -> Path:
-        return self.log_dir / f"{self.label.replace('/', '-')}-client.log"
+        return self.log_dir / f"{self.log_stem}-client.log"
 
     def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        return self._popen([self.python, "-m", "flyway_core", *args], log)
+
+    def _popen(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **self.env_extra}
+        for name in PROXY_VARIABLES:  # only the http-squid column goes through a proxy
+            env.pop(name, None)
         with log.open("wb") as sink:
             return subprocess.Popen(
-                [self.python, "-m", "flyway_core", *args],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=sink,
@@ -661,10 +797,29 @@ class Tunnel:
             for a in ("-L", f"{lport}:{HOST}:{target_ports[name]}")
         ]
         flags = TRANSPORT_FLAGS[self.transport]
+        server_url = f"{HOST}:{server_port}"
+        if self.via:
+            assert self.hops is not None
+            try:  # blocks the loop for a moment: fine, nothing is being measured yet
+                if self.via == "squid":
+                    self.via_child = self.hops.squid()
+                    flags = [*flags, "--proxy", self.via_child.url]
+                else:
+                    self.via_child = self.hops.nginx(self.label, server_port)
+                    server_url = self.via_child.url
+            except Exception as exc:
+                lines = [x for x in str(exc).splitlines() if x.strip()] or [type(exc).__name__]
+                self.skipped = f"{self.via} did not start: {lines[0]}"
+                return False
         self.client = self._spawn(
-            [*flags, "-q", *window, *rules, f"{HOST}:{server_port}", "-p", password],
+            [*flags, "-q", *window, *rules, server_url, "-p", password],
             self.client_log,
         )
+        return await self._started(local)
+
+    async def _started(self, local: list[int]) -> bool:
+        assert self.client is not None
+        assert self.server is not None
         if not await self._listening(self.client, local, 20):
             self.skipped = f"client did not start: {first_line(self.client_log)}"
             return False
@@ -696,12 +851,14 @@ class Tunnel:
         return False
 
     def alive(self) -> str:
-        """'' while both processes run, else what died."""
+        """'' while both processes (and the intermediary) run, else what died."""
         dead = [
             f"{name} exited with {p.returncode}"
             for name, p in (("server", self.server), ("client", self.client))
             if p is not None and p.poll() is not None
         ]
+        if self.via_child is not None and not self.via_child.alive():
+            dead.append(f"{self.via} exited with {self.via_child.process.returncode}")
         return "; ".join(dead)
 
     def cpu(self) -> dict[str, float]:
@@ -735,6 +892,45 @@ class Tunnel:
                 proc.kill()
 
 
+@dataclass
+class BareRelay(Tunnel):
+    """The reference: two bench/bare_relay.py processes chained, client -> server -> target.
+
+    No crypto, no framing, no multiplexing; the same two extra processes and loopback
+    hops as a tunnel. Only the latency metrics run on it.
+    """
+
+    header: ClassVar[str] = "{} (reference)"
+    metrics: ClassVar[tuple[str, ...] | None] = ("rtt", "connect")
+    flags: list[str] = field(default_factory=list)  # BARE_MODES
+
+    async def start(self, target_ports: dict[str, int]) -> bool:
+        script = [str(ROOT / "bench" / "bare_relay.py"), *self.flags]
+        ports = free_ports(2 * len(TARGETS))
+        middle, local = ports[: len(TARGETS)], ports[len(TARGETS) :]
+        self.server = self._popen(
+            [
+                self.python,
+                *script,
+                *(f"{m}:{HOST}:{target_ports[n]}" for n, m in zip(TARGETS, middle, strict=True)),
+            ],
+            self.server_log,
+        )
+        if not await self._listening(self.server, middle, 20):
+            self.skipped = f"server relay did not start: {first_line(self.server_log)}"
+            return False
+        self.forwards = dict(zip(TARGETS, local, strict=True))
+        self.client = self._popen(
+            [
+                self.python,
+                *script,
+                *(f"{lp}:{HOST}:{m}" for lp, m in zip(local, middle, strict=True)),
+            ],
+            self.client_log,
+        )
+        return await self._started(local)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -751,14 +947,19 @@ class Plan:
     parallel_bytes: int
     idle: int
     repeats: int  # throughput runs per endpoint; the median one is reported
+    rounds: int  # latency samples come in this many rounds, interleaved across columns
 
 
-FULL = Plan(200, 16, 2.5, 2000, 200, 300, 30, 200, 64 * KiB, 1000, 3)
-QUICK = Plan(32, 4, 0.8, 500, 100, 100, 10, 200, 64 * KiB, 1000, 1)
+FULL = Plan(200, 16, 2.5, 2000, 200, 300, 30, 200, 64 * KiB, 1000, 3, 4)
+QUICK = Plan(32, 4, 0.8, 500, 100, 100, 10, 200, 64 * KiB, 1000, 1, 2)
 
 
 async def guarded(
-    label: str, name: str, tunnel: Tunnel | None, coro: Awaitable[dict[str, Any]]
+    label: str,
+    name: str,
+    tunnel: Tunnel | None,
+    coro: Awaitable[dict[str, Any]],
+    say: bool = True,
 ) -> dict[str, Any]:
     """Run one measurement; errors and timeouts become a result, never a crash."""
     if tunnel is not None and (dead := tunnel.alive()):
@@ -781,7 +982,8 @@ async def guarded(
         result["wall_seconds"] = round(wall, 3)
         if dead := tunnel.alive():
             result.setdefault("error", f"process died: {dead}")
-    progress.print(f"  [dim]{label:>12}[/] {name:<9} {brief(name, result)}")
+    if say:
+        progress.print(f"  [dim]{label:>12}[/] {name:<9} {brief(name, result)}")
     return result
 
 
@@ -795,7 +997,9 @@ def brief(name: str, r: dict[str, Any]) -> str:
         rates = f"up {r['up_mbps']:.1f} / down {r['down_mbps']:.1f} MB/s"
         return f"{r['bytes'] / MB:.0f} MB each way, {rates}{mark}"
     if name in ("rtt", "connect"):
-        return f"p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs"
+        rounds = "/".join(f"{x:.0f}" for x in r.get("round_p50_us", []))
+        rounds = f" (p50 of each round: {rounds})" if rounds else ""
+        return f"p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs{rounds}"
     if name == "parallel":
         return (
             f"{r['verified_count']}/{r['connections']} verified in {r['seconds']:.2f} s, "
@@ -831,14 +1035,19 @@ async def measure_all(
     live = [t for t in tunnels if not t.skipped]
     for t in live:
         results[t.label] = {}
-    endpoints: list[tuple[str, dict[str, int], Tunnel | None]] = [
-        ("direct", targets.ports, None),
-        *((t.label, t.forwards, t) for t in live),
-    ]
+
+    def on(metric: str) -> list[tuple[str, dict[str, int], Tunnel | None]]:
+        """direct, then every live column that runs ``metric``."""
+        return [
+            ("direct", targets.ports, None),
+            *((t.label, t.forwards, t) for t in live if t.does(metric)),
+        ]
 
     # Memory first, on fresh flyway processes (before throughput runs grow their heaps).
     progress.rule("idle connections")
     for t in live:
+        if not t.does("memory"):
+            continue
         assert t.server is not None
         assert t.client is not None
         results[t.label]["memory"] = await guarded(
@@ -849,19 +1058,35 @@ async def measure_all(
         )
 
     progress.rule("latency")
-    for label, ports, t in endpoints:
-        results[label]["rtt"] = await guarded(
-            label, "rtt", t, with_timeout(60, round_trips(ports, plan.rtt, plan.rtt_warmup))
-        )
-    for label, ports, t in endpoints:
-        results[label]["connect"] = await guarded(
-            label,
-            "connect",
-            t,
-            with_timeout(90, connects(ports, plan.connects, plan.connect_warmup)),
-        )
+    for name, measure, count, warmup, seconds in (
+        ("rtt", round_trips, plan.rtt, plan.rtt_warmup, 60),
+        ("connect", connects, plan.connects, plan.connect_warmup, 90),
+    ):
+        # In rounds, interleaved across the columns: on a small VM latency can switch
+        # between modes for seconds at a time (which core wakes whom), and every
+        # column should see the same mix.
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in on(name)}
+        for _ in range(plan.rounds):
+            for label, ports, t in on(name):
+                if rounds[label] and "error" in rounds[label][-1]:
+                    continue
+                rounds[label].append(
+                    await guarded(
+                        label,
+                        name,
+                        t,
+                        with_timeout(
+                            seconds / plan.rounds,
+                            measure(ports, count // plan.rounds, max(1, warmup // plan.rounds)),
+                        ),
+                        say=False,
+                    )
+                )
+        for label, done in rounds.items():
+            results[label][name] = pooled(done)
+            progress.print(f"  [dim]{label:>12}[/] {name:<9} {brief(name, results[label][name])}")
     progress.rule("parallel")
-    for label, ports, t in endpoints:
+    for label, ports, t in on("parallel"):
         results[label]["parallel"] = await guarded(
             label,
             "parallel",
@@ -871,6 +1096,7 @@ async def measure_all(
 
     progress.rule("throughput")
     sizes: dict[str, tuple[int, float]] = {}
+    endpoints = on("upload")  # upload, download and duplex run on the same columns
     for label, ports, t in endpoints:
         if t is not None and t.alive():
             continue
@@ -908,6 +1134,23 @@ async def measure_all(
                 "server_kib": rss_kib(t.server.pid),
                 "client_kib": rss_kib(t.client.pid),
             }
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One latency result from its rounds: stats over all samples (a failed round wins)."""
+    for r in rounds:
+        if "error" in r:
+            return r
+    samples = [x for r in rounds for x in r["raw_us"]]
+    return {
+        **stats(samples),
+        "rounds": len(rounds),
+        "round_p50_us": [r["p50_us"] for r in rounds],
+        "cpu_seconds": {
+            k: round(sum(r.get("cpu_seconds", {}).get(k, 0.0) for r in rounds), 3)
+            for k in rounds[0].get("cpu_seconds", {})
+        },
+    }
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -974,7 +1217,12 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, list[Tunnel], str] | None:
     if limits[0] < 4 * plan.idle + 256:
         progress.print(f"[yellow]fd limit {limits[0]} is low for {plan.idle} idle connections[/]")
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*args.log_dir.glob("*-server.log"), *args.log_dir.glob("*-client.log")]:
+    for stale in [
+        *args.log_dir.glob("*-server.log"),
+        *args.log_dir.glob("*-client.log"),
+        *args.log_dir.glob("*nginx.log"),
+        *args.log_dir.glob("squid.log"),
+    ]:
         stale.unlink()
     check = subprocess.run(
         [args.python, "-c", "import flyway_core.cli"], capture_output=True, text=True, check=False
@@ -991,14 +1239,28 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, list[Tunnel], str] | None:
         )
     shim = ""
     tunnels: list[Tunnel] = []
-    for name in dict.fromkeys(args.transport or ["ws"]):
-        tunnels.append(Tunnel(name, name, args.python, args.log_dir, args.window))
-        if installed is not None and name not in installed and not TRANSPORT_FLAGS[name]:
+    if not args.no_bare_relay:
+        for mode in dict.fromkeys(args.bare_relay or ["protocols"]):
+            label = BARE if mode == "protocols" else f"{BARE} {mode}"
+            tunnels.append(
+                BareRelay(label, BARE, args.python, args.log_dir, None, flags=BARE_MODES[mode])
+            )
+    args.hops = Intermediaries(args.log_dir)
+    for name in dict.fromkeys(args.transport or DEFAULT_TRANSPORTS):
+        via = VIA.get(name, "")
+        base = name.split("-")[0]
+        tunnels.append(
+            Tunnel(name, name, args.python, args.log_dir, args.window, via=via, hops=args.hops)
+        )
+        if installed is not None and base not in installed and not TRANSPORT_FLAGS[name]:
             # Without a flag the client silently picks another transport: do not mislabel it.
             tunnels[-1].skipped = (
-                f"transport {name!r} is not installed (installed: {', '.join(installed) or 'none'})"
+                f"transport {base!r} is not installed (installed: {', '.join(installed) or 'none'})"
                 "; the client would fall back to another one"
             )
+            continue
+        if via and (why := args.hops.missing(via)):
+            tunnels[-1].skipped = f"needs {via}: {why}"
             continue
         if args.uvloop and args.flyway_uvloop:
             if not shim:
@@ -1007,7 +1269,9 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, list[Tunnel], str] | None:
             path = os.pathsep.join(filter(None, [shim, os.environ.get("PYTHONPATH", "")]))
             env = {"PYTHONPATH": path}
             label = f"{name}/asyncio"
-            tunnels.append(Tunnel(label, name, args.python, args.log_dir, args.window, env))
+            tunnels.append(
+                Tunnel(label, name, args.python, args.log_dir, args.window, env, via, args.hops)
+            )
     args.fd_limit = limits[0]
     return plan, tunnels, shim
 
@@ -1038,6 +1302,7 @@ async def run(
     finally:
         for t in tunnels:
             await t.stop()
+        args.hops.close()  # after flyway, so no client sees its proxy vanish first
         await targets.close()
     return targets, loop_name
 
@@ -1059,6 +1324,8 @@ def write_report(
         }
         for t in tunnels
     }
+    for name in args.hops.children_closed:
+        logs[name] = {"log": read_lines(args.hops.log_path(name))[-200:]}
     report = {
         "meta": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -1154,7 +1421,7 @@ def print_table(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> None:
     table.add_column("metric", no_wrap=True)
     table.add_column("direct", justify="right")
     for t in live:
-        table.add_column(f"tunnel ({t.label})", justify="right")
+        table.add_column(t.header.format(t.label), justify="right")
         table.add_column(f"ratio ({t.label})", justify="right", style="cyan")
     for title, metric, fieldname, compare in ROWS:
         direct_text, direct_value = cell(metric, fieldname, results["direct"].get(metric))
@@ -1172,8 +1439,13 @@ def print_table(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> None:
     out.print(table)
 
 
-def print_notes(report: dict[str, Any], tunnels: list[Tunnel]) -> list[str]:
+def print_notes(report: dict[str, Any], tunnels: list[Tunnel], hops: Intermediaries) -> list[str]:
     problems: list[str] = []
+    for name, lines in hops.notable().items():
+        out.print(
+            f"[yellow]{name} logged {len(lines)} warning/error line(s)[/] "
+            f"({hops.log_path(name)}), first: {lines[0][:200]}"
+        )
     for label, reason in report["skipped"].items():
         out.print(f"[yellow]skipped {label}:[/] {reason}")
     for label, metrics in report["results"].items():
@@ -1217,6 +1489,163 @@ def print_notes(report: dict[str, Any], tunnels: list[Tunnel]) -> list[str]:
     return problems
 
 
+# --------------------------------------------------------------------------- targets
+
+TARGET_WS, TARGET_HTTP, TARGET_NGINX = "ws", "http", "http-nginx"
+
+
+def evaluate_targets(
+    results: dict[str, dict[str, Any]], live: list[Tunnel]
+) -> list[dict[str, Any]]:
+    """The project's targets, each PASS/FAIL (or n/a) from this run's own numbers."""
+    direct = results.get("direct", {})
+    checks: list[dict[str, Any]] = []
+
+    def add(target: str, passed: bool | None, measured: str) -> None:
+        checks.append({"target": target, "pass": passed, "measured": measured})
+
+    def usable(r: dict[str, Any] | None) -> str:
+        """'' when ``r`` holds a verified measurement, else why not."""
+        if not r:
+            return "not measured"
+        if "error" in r:
+            return f"error: {r['error']}"
+        if not r.get("verified", True):
+            return f"not verified: {r.get('detail', '')}"
+        return ""
+
+    def rate_ratio(label: str, metric: str, fieldname: str) -> tuple[float | None, str]:
+        mine, base = results.get(label, {}).get(metric), direct.get(metric)
+        why = usable(mine) or usable(base)
+        if why:
+            return None, why
+        assert mine is not None
+        assert base is not None
+        return mine[fieldname] / base[fieldname], ""
+
+    def throughput(label: str, minimum: float, who: str) -> None:
+        for metric, word in (("upload", "upload"), ("download", "download")):
+            value, why = rate_ratio(label, metric, "mbps")
+            target = f"{who} one-stream {word} ≥ {minimum:.0%} of direct"
+            if value is None:
+                add(target, None if why == "not measured" else False, why)
+            else:
+                add(target, value >= minimum, f"{value:.2f}\u00d7")
+
+    def rtt_p50(label: str) -> tuple[float | None, str]:
+        r = results.get(label, {}).get("rtt")
+        why = usable(r)
+        return (None, why) if why else (r["p50_us"], "")  # type: ignore[index]
+
+    def verdict_na(target: str, why: str) -> None:
+        add(target, None if why == "not measured" else False, why)
+
+    # WebSocket
+    throughput(TARGET_WS, 0.30, "WS")
+    for single, duplex_field, word in (
+        ("upload", "up_mbps", "up"),
+        ("download", "down_mbps", "down"),
+    ):
+        target = f"WS duplex {word} not below {single} alone (ratios to direct)"
+        alone, why = rate_ratio(TARGET_WS, single, "mbps")
+        both, why2 = rate_ratio(TARGET_WS, "duplex", duplex_field)
+        if alone is None or both is None:
+            verdict_na(target, why or why2)
+        else:
+            add(
+                target,
+                both >= alone,
+                f"duplex {word} {both:.2f}\u00d7 vs {single} {alone:.2f}\u00d7",
+            )
+    ws_rtt, why = rtt_p50(TARGET_WS)
+    direct_rtt, why2 = rtt_p50("direct")
+    target = "WS 64 B round trip p50 ≤ direct + 250 µs"
+    if ws_rtt is None or direct_rtt is None:
+        verdict_na(target, why or why2)
+    else:
+        add(
+            target,
+            ws_rtt <= direct_rtt + 250,
+            f"{ws_rtt:,.0f} µs, direct {direct_rtt:,.0f} µs ({ws_rtt - direct_rtt:+,.0f} µs)",
+        )
+    connect = results.get(TARGET_WS, {}).get("connect")
+    target = "WS connect + 1st byte p50 ≤ 1.5 ms"
+    if why := usable(connect):
+        verdict_na(target, why)
+    else:
+        assert connect is not None
+        add(target, connect["p50_us"] <= 1500, f"{connect['p50_us']:,.0f} µs")
+
+    # Every tunnel column
+    for t in live:
+        if t.does("parallel"):
+            r = results.get(t.label, {}).get("parallel") or {}
+            target = f"{t.label}: 200/200 parallel echoes verified"
+            if "verified_count" not in r:
+                verdict_na(target, usable(r) or "not measured")
+            else:
+                add(
+                    target,
+                    r["verified_count"] == r["connections"] == 200,
+                    f"{r['verified_count']}/{r['connections']}",
+                )
+    for t in live:
+        if t.does("memory"):
+            r = results.get(t.label, {}).get("memory")
+            target = f"{t.label}: 1000 idle forwarded conns ≤ 20 KiB each on the server"
+            if why := usable(r):
+                verdict_na(target, why)
+            else:
+                assert r is not None
+                per = r["server_kib_per_conn"]
+                add(
+                    target,
+                    per <= 20 and r["reached_target"] == 1000,
+                    f"{per:.1f} KiB ({r['reached_target']} reached the target)",
+                )
+
+    # HTTP POST, direct and through nginx
+    for label, limit_ms, minimum, who in (
+        (TARGET_HTTP, 3, 0.15, "HTTP"),
+        (TARGET_NGINX, 10, 0.10, "HTTP via nginx"),
+    ):
+        value, why = rtt_p50(label)
+        target = f"{who} 64 B round trip p50 ≤ {limit_ms} ms"
+        if value is None:
+            verdict_na(target, why)
+        else:
+            add(target, value <= limit_ms * 1000, f"{value / 1000:.2f} ms")
+        throughput(label, minimum, who)
+    return checks
+
+
+def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> list[str]:
+    """What the (first) bare relay column says about the latency targets (no verdicts)."""
+    bare_label = next((t.label for t in live if isinstance(t, BareRelay)), "")
+    direct, bare = results.get("direct", {}), results.get(bare_label, {})
+    lines = []
+    for metric, word in (("rtt", "64 B round trip"), ("connect", "connect + 1st byte")):
+        d, b = direct.get(metric) or {}, bare.get(metric) or {}
+        if "p50_us" not in d or "p50_us" not in b:
+            continue
+        parts = [f"{bare_label} {b['p50_us'] - d['p50_us']:+,.0f} µs over direct"]
+        for label in (TARGET_WS, TARGET_HTTP, TARGET_NGINX):
+            mine = results.get(label, {}).get(metric) or {}
+            if "p50_us" in mine:
+                parts.append(f"{label} {mine['p50_us'] - b['p50_us']:+,.0f} µs over it")
+        lines.append(f"{word} p50: " + "; ".join(parts))
+    return lines
+
+
+def print_targets(checks: list[dict[str, Any]], references: list[str]) -> None:
+    out.print("[bold]targets[/] (from this run's numbers)")
+    for c in checks:
+        mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[dim]n/a [/]"}[c["pass"]]
+        out.print(f"  {mark}  {c['target']}: {c['measured']}")
+    for line in references:
+        out.print(f"  [dim]ref.[/]  {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1225,7 +1654,26 @@ def main() -> None:
         "--transport",
         action="append",
         choices=sorted(TRANSPORT_FLAGS),
-        help="transport to measure (repeatable; default ws): ws=-w, http=no flag, kcp=-K",
+        help=(
+            "column to measure (repeatable; default: "
+            f"{' '.join(DEFAULT_TRANSPORTS)}): ws=-w, http=no flag, http-squid=http with "
+            "--proxy SQUID, http-nginx=http dialing nginx in front of the server, kcp=-K"
+        ),
+    )
+    parser.add_argument(
+        "--no-bare-relay",
+        action="store_true",
+        help="leave out the bare relay reference column (bench/bare_relay.py)",
+    )
+    parser.add_argument(
+        "--bare-relay",
+        action="append",
+        choices=list(BARE_MODES),
+        metavar="MODE",
+        help=(
+            "bare relay variant, repeatable (default protocols, the floor): "
+            + ", ".join(BARE_MODES)
+        ),
     )
     parser.add_argument("--quick", action="store_true", help="smaller transfers and fewer samples")
     parser.add_argument(
@@ -1274,11 +1722,18 @@ def main() -> None:
     finally:
         for t in tunnels:
             t.kill_now()
+        args.hops.close()
         if shim:
             shutil.rmtree(shim, ignore_errors=True)
+    live = [t for t in tunnels if not t.skipped]
+    checks, references = evaluate_targets(results, live), reference_lines(results, live)
     report = write_report(args, plan, tunnels, results, targets, loop_name, started)
-    print_table(results, [t for t in tunnels if not t.skipped])
-    problems = print_notes(report, tunnels)
+    report["targets"] = checks
+    report["reference"] = references
+    Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print_table(results, live)
+    print_targets(checks, references)
+    problems = print_notes(report, tunnels, args.hops)
     out.print(f"[dim]JSON: {args.json}   logs: {args.log_dir}[/]")
     sys.exit(1 if problems else 0)
 

@@ -75,7 +75,7 @@ class ConsoleReporter:
             case StreamUp(session, stream_id, target, origin) if self.verbosity >= 1:
                 self._line("dim", f"{session}#{stream_id} {origin} → {target}")
             case StreamDown(session, stream_id, target, sent, received, seconds, error):
-                if error:
+                if error and self.verbosity >= 0:
                     self._line("yellow", f"{session}#{stream_id} {target}: {error}")
                 elif self.verbosity >= 1:
                     self._line(

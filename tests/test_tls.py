@@ -1,4 +1,4 @@
-"""TLS on the server's port (--cert/--key) and certificate checks on the client (--ca, --insecure)."""
+"""TLS on the server port (--cert, --key); certificate checks on the client (--ca, --insecure)."""
 
 from __future__ import annotations
 
