@@ -137,8 +137,8 @@ class Session:
         return 0 if self._done else self._conn.send_window(stream_id)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
+        """Queue data; the caller then awaits ``flush()``, which sends it (no writer wake-up)."""
         self._conn.send_data(stream_id, data)
-        self._wake.set()
 
     def end_stream(self, stream_id: int) -> None:
         if not self._done and self._conn.has_stream(stream_id):
@@ -153,7 +153,8 @@ class Session:
     def acknowledge(self, stream_id: int, n: int) -> None:
         if not self._done and self._conn.has_stream(stream_id):
             self._conn.acknowledge(stream_id, n)
-            self._wake.set()
+            if self._conn.wants_to_send:  # a Window frame is due (every quarter window)
+                self._wake.set()
 
     def buffered(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` received and not yet acknowledged (at most one window)."""
@@ -220,15 +221,17 @@ class Session:
     async def flush(self) -> None:
         """Send what is queued now, from the caller's task, unless a send is under way.
 
-        Saves the hop to the writer task on the latency path. A failure here is
-        left for the writer task, which meets it too and ends the session.
+        Saves the hop to the writer task on the latency path. When a send is
+        already under way, its loop takes these bytes too. A carrier that fails
+        here is closed, which ends the session through its reader.
         """
         if self._sending or self._done:
             return
         try:
             await self._send_queued()
-        except (CarrierError, ConnectionError, OSError):
-            self._wake.set()
+        except (CarrierError, ConnectionError, OSError) as exc:
+            self.error = self.error or str(exc) or type(exc).__name__
+            await self._carrier.close()
 
     async def _send_queued(self) -> None:
         self._sending = True

@@ -238,6 +238,11 @@ class Connection:
 
     # --- sending -----------------------------------------------------------------------
 
+    @property
+    def wants_to_send(self) -> bool:
+        """True when bytes are queued for the carrier (``data_to_send`` would return some)."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         """Return (and forget) every byte queued for the carrier, possibly none."""
         out = self._out

@@ -277,3 +277,15 @@ def test_close_ends_every_stream() -> None:
     assert pair.server.closed and pair.server.stream_ids() == []
     assert pair.server.receive_data(b"anything", pair.now) == []
     assert pair.client.next_deadline() is None
+
+
+def test_wants_to_send_says_whether_bytes_are_queued() -> None:
+    pair = _started()
+    client = pair.client
+    assert not client.wants_to_send
+    stream_id = client.open_stream(TARGET, b"hi")
+    assert client.wants_to_send
+    client.data_to_send()
+    assert not client.wants_to_send
+    client.send_data(stream_id, b"more")
+    assert client.wants_to_send
