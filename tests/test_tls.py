@@ -59,16 +59,17 @@ def _server(certificate: tuple[Path, Path]) -> object:
 
 
 @pytest.mark.parametrize("transport", ["ws", "http"])
-async def test_a_client_that_trusts_the_ca_tunnels_over_tls(
-    certificate: tuple[Path, Path], echo_server: Address, transport: str
+@pytest.mark.parametrize("check", ["--ca", "--insecure"])
+async def test_a_client_that_trusts_the_ca_or_skips_the_check_tunnels_over_tls(
+    certificate: tuple[Path, Path], echo_server: Address, transport: str, check: str
 ) -> None:
-    client = Settings(password="pw", options={"ca": str(certificate[0])})
+    trust = {"ca": str(certificate[0])} if check == "--ca" else {"insecure": True}
     async with (
         run_pair(
             [echo_server],
             transport=transport,
             server_settings=Settings(password="pw"),
-            client_settings=client,
+            client_settings=Settings(password="pw", options=trust),
             server_ssl=_server(certificate),  # type: ignore[arg-type]
         ) as pair,
         asyncio.timeout(20),
@@ -92,25 +93,6 @@ async def test_an_unknown_certificate_is_refused_with_a_clear_line(
         (failure, *_) = [e for e in pair.client_events if isinstance(e, DialFailed)]
         assert "certificate verify failed" in failure.reason
         assert pair.tunnel.session is None
-
-
-@pytest.mark.parametrize("transport", ["ws", "http"])
-async def test_insecure_skips_the_check(
-    certificate: tuple[Path, Path], echo_server: Address, transport: str
-) -> None:
-    client = Settings(password="pw", options={"insecure": True})
-    async with (
-        run_pair(
-            [echo_server],
-            transport=transport,
-            server_settings=Settings(password="pw"),
-            client_settings=client,
-            server_ssl=_server(certificate),  # type: ignore[arg-type]
-        ) as pair,
-        asyncio.timeout(20),
-    ):
-        sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 1 << 20)
-        assert sent == echoed
 
 
 def test_a_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:

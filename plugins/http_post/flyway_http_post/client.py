@@ -32,6 +32,7 @@ from flyway_http_post.envelope import (
     RequestFlags,
     Status,
 )
+from flyway_http_post.reassembly import Reassembly
 from flyway_http_post.server import PROBE_SECONDS, Limits, new_session_id
 
 __all__ = ["HttpPostCarrier", "open_carrier"]
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 4  # concurrent SEND requests
 ACK_EVERY = 1 << 20  # downlink bytes between acknowledgements while an answer streams
-EARLY_LIMIT = 16 << 20  # downlink bytes kept while waiting for a gap to fill
+EARLY_LIMIT = 16 << 20  # how far past a gap downlink envelopes are kept
 UP_LIMIT = 8 << 20  # unacknowledged uplink bytes before send() waits
 REPROBE_SECONDS = 300.0
 ACTIVE_SECONDS = 2.0  # a second poll is kept outstanding this long after data arrived
@@ -101,10 +102,8 @@ class HttpPostCarrier:
         self._up_room.set()
         self._inflight = 0
         # downlink
-        self._down_next = 0
+        self._down = Reassembly(EARLY_LIMIT)  # envelopes in any order, in order out
         self._down_acked = 0  # what the server has been told arrived
-        self._early: dict[int, bytes] = {}  # envelopes that came before a gap
-        self._early_bytes = 0
         self._acking = False
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._rewind = False
@@ -202,7 +201,7 @@ class HttpPostCarrier:
                     if start >= end:
                         return
                 payload = bytes(self._up[start - self._up_base : end - self._up_base])
-                request = Request(Kind.SEND, self._id, up_offset=start, down_ack=self._down_next)
+                request = Request(Kind.SEND, self._id, up_offset=start, down_ack=self._down.next)
                 body = self._keys.seal_request(request, payload, padding=random.randrange(64))
                 if await self._exchange(body, 30.0, lambda _: None):
                     return
@@ -244,7 +243,7 @@ class HttpPostCarrier:
 
     async def _probe(self) -> None:
         """Ask for two envelopes PROBE_SECONDS apart; they arrive apart if the path streams."""
-        request = Request(Kind.POLL, self._id, down_ack=self._down_next, flags=RequestFlags.PROBE)
+        request = Request(Kind.POLL, self._id, down_ack=self._down.next, flags=RequestFlags.PROBE)
         body = self._keys.seal_request(request, padding=random.randrange(64))
         arrivals: list[float] = []
         if await self._exchange(body, PROBE_SECONDS + 15.0, arrivals.append):
@@ -258,7 +257,7 @@ class HttpPostCarrier:
             if self._rewind:
                 flags |= RequestFlags.REWIND
                 self._rewind = False
-            request = Request(Kind.POLL, self._id, down_ack=self._down_next, flags=flags)
+            request = Request(Kind.POLL, self._id, down_ack=self._down.next, flags=flags)
             body = self._keys.seal_request(request, padding=random.randrange(64))
             timeout = self._limits.poll_timeout + 15.0
             if not await self._exchange(body, timeout, lambda _: None):
@@ -286,38 +285,25 @@ class HttpPostCarrier:
         waits for the gap before it; a gap whose answer failed is filled by the
         rewind that failure asks for.
         """
-        if not payload or offset + len(payload) <= self._down_next:
+        ready = self._down.add(offset, payload)
+        if ready is None:  # too far ahead to keep: it comes again after a rewind
+            self._rewind = True
             return
-        if offset > self._down_next:
-            if self._early_bytes + len(payload) <= EARLY_LIMIT:
-                self._early[offset] = payload
-                self._early_bytes += len(payload)
-            else:  # too far ahead: drop it, it comes again after a rewind
-                self._rewind = True
+        if not ready:
             return
-        self._inbox.put_nowait(payload[self._down_next - offset :])
-        self._down_next = offset + len(payload)
-        while self._early:
-            ready = [o for o in self._early if o <= self._down_next]
-            if not ready:
-                break
-            for o in sorted(ready):
-                chunk = self._early.pop(o)
-                self._early_bytes -= len(chunk)
-                if o + len(chunk) > self._down_next:
-                    self._inbox.put_nowait(chunk[self._down_next - o :])
-                    self._down_next = o + len(chunk)
+        for chunk in ready:
+            self._inbox.put_nowait(chunk)
         self._last_data = time.monotonic()
         self._poll_wanted.set()
-        if self._down_next - self._down_acked >= ACK_EVERY and not self._acking:
+        if self._down.next - self._down_acked >= ACK_EVERY and not self._acking:
             self._acking = True  # a streamed answer can run long: free the server's buffer
             self._spawn(self._acknowledge())
 
     async def _acknowledge(self) -> None:
         """Tell the server what arrived, with an empty SEND (it carries down_ack)."""
         try:
-            while self._down_next - self._down_acked >= ACK_EVERY and not self._closed:
-                acked = self._down_next
+            while self._down.next - self._down_acked >= ACK_EVERY and not self._closed:
+                acked = self._down.next
                 request = Request(Kind.SEND, self._id, up_offset=self._up_base, down_ack=acked)
                 body = self._keys.seal_request(request, padding=random.randrange(64))
                 if not await self._exchange(body, 30.0, lambda _: None):

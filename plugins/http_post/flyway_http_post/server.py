@@ -33,6 +33,7 @@ from flyway_http_post.envelope import (
     Response,
     Status,
 )
+from flyway_http_post.reassembly import Reassembly
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import FrontDoor
@@ -88,9 +89,8 @@ class HttpSession:
         self.last_seen = time.monotonic()
         self.closed = False
         self.polls = 0
-        # uplink
-        self._up_next = 0
-        self._up_early: dict[int, bytes] = {}
+        # uplink: slices in any order and any number of times, in order out
+        self._up = Reassembly(UP_REORDER_LIMIT)
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         # downlink: _down holds bytes from offset _down_base; _sent is how far we sent
         self._down = bytearray()
@@ -128,25 +128,11 @@ class HttpSession:
     def deliver(self, offset: int, data: bytes) -> bool:
         """Take uplink bytes at ``offset``; False if they are absurdly far ahead."""
         self.last_seen = time.monotonic()
-        end = offset + len(data)
-        if end <= self._up_next or not data:
-            return True  # a duplicate (a retried request that had arrived)
-        if offset > self._up_next + UP_REORDER_LIMIT:
+        ready = self._up.add(offset, data)
+        if ready is None:
             return False
-        if offset > self._up_next:
-            self._up_early[offset] = data
-            return True
-        self._inbox.put_nowait(data[self._up_next - offset :])
-        self._up_next = end
-        while self._up_early:
-            ready = [o for o in self._up_early if o <= self._up_next]
-            if not ready:
-                break
-            for o in ready:
-                chunk = self._up_early.pop(o)
-                if o + len(chunk) > self._up_next:
-                    self._inbox.put_nowait(chunk[self._up_next - o :])
-                    self._up_next = o + len(chunk)
+        for chunk in ready:
+            self._inbox.put_nowait(chunk)
         return True
 
     @property
@@ -156,7 +142,7 @@ class HttpSession:
 
     @property
     def up_ack(self) -> int:
-        return self._up_next
+        return self._up.next
 
     def acknowledge(self, down_ack: int, rewind: bool) -> None:
         """Forget downlink bytes the client has; on REWIND resend the rest."""
