@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import aiohttp
 import pytest
@@ -15,7 +16,7 @@ from pairs import hashed_exchange, run_pair, wait_for
 
 from flyway_core import Address, Settings
 from flyway_core.events import DialFailed, SessionDown, SessionUp
-from flyway_core.protocol import derive_master_key
+from flyway_core.protocol import ClientConnection, derive_master_key
 
 POLL = 1.0  # a short long-poll timeout, so the tests see several polls
 
@@ -123,3 +124,19 @@ async def test_small_body_caps_still_carry_everything(echo_server: Address, max_
         async with asyncio.timeout(30):
             sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 2 << 20)
         assert sent == echoed
+
+
+async def test_a_replayed_open_request_gets_the_fallback(echo_server: Address) -> None:
+    async with run_pair([echo_server], transport="http") as pair:
+        url = f"http://127.0.0.1:{pair.server.bound.port}/"  # type: ignore[union-attr]
+        keys = EnvelopeKeys(derive_master_key("pw"))
+        hello = ClientConnection(derive_master_key("pw"), now=time.time()).hello()
+        captured = keys.seal_request(Request(Kind.OPEN, os.urandom(16)), hello)
+        first = await _fetch(url, captured)
+        replayed = await _fetch(url, captured)
+        unclaimed = await _fetch(url, os.urandom(len(captured)))
+        assert first[0] == 200
+        assert replayed == unclaimed
+        # and the same hello under a new session id: the server's replay cache refuses it
+        again = keys.seal_request(Request(Kind.OPEN, os.urandom(16)), hello)
+        assert await _fetch(url, again) == unclaimed
