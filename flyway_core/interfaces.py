@@ -77,7 +77,9 @@ class Transport(Protocol):
 
     An optional attribute ``keepalive = False`` says the carrier notices a dead
     peer itself (HTTP long polls do): the session then sends no keepalive pings
-    and runs no idle timeout, so an idle tunnel stays quiet.
+    and runs no idle timeout, so an idle tunnel stays quiet. An optional
+    ``client_only = True`` marks a transport that only dials (one that picks
+    among others, like ``--auto``): the server neither serves nor lists it.
     """
 
     name: str  # the key users pick it by ("ws"); unique among installed transports

@@ -50,7 +50,9 @@ class FlywayServer:
     ) -> None:
         self.listen = listen
         self.settings = settings
-        self.transports = transports
+        self.transports = {
+            name: t for name, t in transports.items() if not getattr(t, "client_only", False)
+        }
         self.stats = stats or Stats()
         self.bound: Address | None = None
         self.sessions: set[Session] = set()

@@ -286,3 +286,21 @@ def test_a_plugin_that_raises_on_load_is_reported_not_fatal(
     assert exited.value.code == 0
     err = capsys.readouterr().err
     assert "plugin 'broken' failed to load and is skipped: RuntimeError: boom at import" in err
+
+
+def test_a_client_only_transport_is_neither_served_nor_listed_by_the_server(
+    plugins: Plugins, settings: Settings
+) -> None:
+    from flyway_core.server import FlywayServer
+
+    chooser = _Transport("chooser", "--chooser")
+    chooser.client_only = True  # type: ignore[attr-defined]
+    server = FlywayServer(
+        Address("127.0.0.1", 0),
+        settings,
+        transports={"chooser": chooser, "real": _Transport("real")},  # type: ignore[dict-item]
+        fallback=plugins.fallback(None, settings),
+        dialer_for=lambda target: plugins.dialer(target, settings),
+        emit=lambda event: None,
+    )
+    assert list(server.transports) == ["real"]

@@ -56,6 +56,7 @@ class AutoTransport:
 
     name = "auto"
     flag: str | None = "--auto"
+    client_only = True  # it only chooses; the server serves the transports it chooses from
 
     def __init__(
         self,
