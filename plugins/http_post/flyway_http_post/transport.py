@@ -81,7 +81,9 @@ class HttpPostTransport:
         connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT + 4, ssl=ssl_context)
         http = aiohttp.ClientSession(
             connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
+            # One jar per session: a load balancer's sticky cookie keeps the
+            # session's requests on one server process, and dies with the session.
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
             trust_env=self.proxy is None,  # http_proxy / HTTP_PROXY / NO_PROXY
             auto_decompress=False,
         )
