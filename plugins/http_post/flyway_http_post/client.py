@@ -32,7 +32,7 @@ from flyway_http_post.envelope import (
     RequestFlags,
     Status,
 )
-from flyway_http_post.reassembly import Reassembly
+from flyway_http_post.offsets import Outbox, Reassembly
 from flyway_http_post.server import PROBE_SECONDS, Limits, new_session_id
 
 __all__ = ["HttpPostCarrier", "open_carrier"]
@@ -94,12 +94,9 @@ class HttpPostCarrier:
         self._limits = limits
         self._id = session_id
         self._server = server
-        # uplink: _up holds bytes from offset _up_base; _up_next is the next unsent offset
-        self._up = bytearray()
-        self._up_base = 0
+        # uplink: kept until acknowledged; _up_next is the next offset not yet in a request
+        self._up = Outbox(UP_LIMIT)
         self._up_next = 0
-        self._up_room = asyncio.Event()
-        self._up_room.set()
         self._inflight = 0
         # downlink
         self._down = Reassembly(EARLY_LIMIT)  # envelopes in any order, in order out
@@ -135,11 +132,9 @@ class HttpPostCarrier:
     async def send(self, data: bytes) -> None:
         if self._closed:
             raise CarrierClosed(self._error or "the HTTP session is closed")
-        self._up += data
+        self._up.append(data)
         self._pump_up()
-        while len(self._up) > UP_LIMIT and not self._closed:
-            self._up_room.clear()
-            await self._up_room.wait()
+        await self._up.wait_room()
 
     async def receive(self) -> bytes:
         data = b"" if self._closed and self._inbox.empty() else await self._inbox.get()
@@ -171,7 +166,7 @@ class HttpPostCarrier:
         if error:
             log.info("http carrier to %s: %s", self._server, error)
         self._inbox.put_nowait(b"")
-        self._up_room.set()
+        self._up.close()
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -181,9 +176,9 @@ class HttpPostCarrier:
     def _pump_up(self) -> None:
         """Start SEND requests for unsent slices, up to MAX_INFLIGHT (each retries its own)."""
         while self._inflight < MAX_INFLIGHT and not self._closed:
-            if self._up_next < self._up_base + len(self._up):
+            if self._up_next < self._up.end:
                 start = self._up_next
-                end = min(start + self._limits.max_body, self._up_base + len(self._up))
+                end = min(start + self._limits.max_body, self._up.end)
                 self._up_next = end
             else:
                 return
@@ -196,11 +191,11 @@ class HttpPostCarrier:
             for attempt, delay in enumerate(delays):
                 if delay:
                     await asyncio.sleep(delay)
-                if start < self._up_base:  # acknowledged meanwhile (a response crossed)
-                    start = self._up_base
+                if start < self._up.base:  # acknowledged meanwhile (a response crossed)
+                    start = self._up.base
                     if start >= end:
                         return
-                payload = bytes(self._up[start - self._up_base : end - self._up_base])
+                payload = self._up.slice(start, end)
                 request = Request(Kind.SEND, self._id, up_offset=start, down_ack=self._down.next)
                 body = self._keys.seal_request(request, payload, padding=random.randrange(64))
                 if await self._exchange(body, 30.0, lambda _: None):
@@ -209,14 +204,6 @@ class HttpPostCarrier:
         finally:
             self._inflight -= 1
             self._pump_up()
-
-    def _up_acked(self, up_ack: int) -> None:
-        drop = min(max(up_ack - self._up_base, 0), len(self._up))
-        if drop:
-            del self._up[:drop]
-            self._up_base += drop
-            if len(self._up) <= UP_LIMIT:
-                self._up_room.set()
 
     # --- downlink -----------------------------------------------------------------------
 
@@ -304,7 +291,7 @@ class HttpPostCarrier:
         try:
             while self._down.next - self._down_acked >= ACK_EVERY and not self._closed:
                 acked = self._down.next
-                request = Request(Kind.SEND, self._id, up_offset=self._up_base, down_ack=acked)
+                request = Request(Kind.SEND, self._id, up_offset=self._up.base, down_ack=acked)
                 body = self._keys.seal_request(request, padding=random.randrange(64))
                 if not await self._exchange(body, 30.0, lambda _: None):
                     return
@@ -328,7 +315,7 @@ class HttpPostCarrier:
                             self._fail("the server ended the session (did it restart?)")
                             return True
                         self._last_ok = time.monotonic()
-                        self._up_acked(envelope.up_ack)
+                        self._up.acknowledge(envelope.up_ack)
                         self._deliver(envelope.down_offset, payload)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             log.debug("request failed: %s", _describe(exc))

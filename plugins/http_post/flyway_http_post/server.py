@@ -33,7 +33,7 @@ from flyway_http_post.envelope import (
     Response,
     Status,
 )
-from flyway_http_post.reassembly import Reassembly
+from flyway_http_post.offsets import Outbox, Reassembly
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import FrontDoor
@@ -92,24 +92,19 @@ class HttpSession:
         # uplink: slices in any order and any number of times, in order out
         self._up = Reassembly(UP_REORDER_LIMIT)
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
-        # downlink: _down holds bytes from offset _down_base; _sent is how far we sent
-        self._down = bytearray()
-        self._down_base = 0
+        # downlink: kept until a poll acknowledges it; _sent is how far we sent
+        self._down = Outbox(DOWN_LIMIT)
         self._sent = 0
         self._changed = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
 
     # --- Carrier, as the core session sees it ---------------------------------------
 
     async def send(self, data: bytes) -> None:
         if self.closed:
             raise CarrierClosed("the HTTP session is closed")
-        self._down += data
+        self._down.append(data)
         self._changed.set()
-        if len(self._down) > DOWN_LIMIT:
-            self._room.clear()
-            await self._room.wait()
+        await self._down.wait_room()
 
     async def receive(self) -> bytes:
         if self.closed and self._inbox.empty():
@@ -121,7 +116,7 @@ class HttpSession:
             self.closed = True
             self._inbox.put_nowait(b"")
             self._changed.set()
-            self._room.set()
+            self._down.close()
 
     # --- fed by requests ------------------------------------------------------------
 
@@ -147,31 +142,25 @@ class HttpSession:
     def acknowledge(self, down_ack: int, rewind: bool) -> None:
         """Forget downlink bytes the client has; on REWIND resend the rest."""
         self.last_seen = time.monotonic()
-        drop = min(max(down_ack - self._down_base, 0), len(self._down))
-        if drop:
-            del self._down[:drop]
-            self._down_base += drop
-            if len(self._down) <= DOWN_LIMIT:
-                self._room.set()
-        self._sent = max(self._sent, self._down_base)
+        self._down.acknowledge(down_ack)
+        self._sent = max(self._sent, self._down.base)
         if rewind:
-            self._sent = self._down_base
+            self._sent = self._down.base
 
     def unsend(self, offset: int) -> None:
         """Bytes from ``offset`` on did not go out after all: send them again."""
-        self._sent = max(min(self._sent, offset), self._down_base)
+        self._sent = max(min(self._sent, offset), self._down.base)
 
     def take(self, limit: int) -> tuple[int, bytes]:
         """Return (offset, bytes) not yet sent, at most ``limit`` of them."""
-        start = self._sent - self._down_base
-        chunk = bytes(self._down[start : start + limit])
+        chunk = self._down.slice(self._sent, self._sent + limit)
         offset = self._sent
         self._sent += len(chunk)
         return offset, chunk
 
     @property
     def has_unsent(self) -> bool:
-        return self._sent < self._down_base + len(self._down)
+        return self._sent < self._down.end
 
     async def wait_unsent(self, seconds: float) -> bool:
         """Wait until there is something to send (True) or ``seconds`` pass."""

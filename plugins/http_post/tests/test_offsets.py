@@ -1,10 +1,11 @@
-"""Reassembly: pieces in any order, any number of times, give back the stream exactly once."""
+"""Offsets: an Outbox keeps what is unacknowledged; a Reassembly gives back the stream once."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
-from flyway_http_post.reassembly import Reassembly
+from flyway_http_post.offsets import Outbox, Reassembly
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,3 +42,22 @@ def test_a_piece_too_far_ahead_is_refused_not_kept() -> None:
     assert reassembly.waiting == 10
     assert reassembly.add(0, b"z" * 50) == [b"z" * 50, b"y" * 10]
     assert reassembly.next == 60
+
+
+async def test_an_outbox_keeps_bytes_until_acknowledged_and_holds_writers_past_its_limit() -> None:
+    outbox = Outbox(limit=10)
+    outbox.append(b"0123456789ab")
+    assert (outbox.base, outbox.end, len(outbox)) == (0, 12, 12)
+    assert outbox.slice(4, 8) == b"4567"
+    waiter = asyncio.create_task(outbox.wait_room())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # 12 > 10: the writer waits
+    outbox.acknowledge(5)
+    await asyncio.wait_for(waiter, 1)
+    assert (outbox.base, len(outbox)) == (5, 7)
+    assert outbox.slice(0, 8) == b"567"  # what was acknowledged is gone
+    outbox.acknowledge(3)  # an old acknowledgement changes nothing
+    assert outbox.base == 5
+    outbox.append(b"x" * 20)
+    outbox.close()
+    await asyncio.wait_for(outbox.wait_room(), 1)  # closed: nobody waits any more
