@@ -253,7 +253,7 @@ def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) ->
         table.add_row(
             "[bold]transports[/]", ", ".join(sorted(server.transports)) or "none installed"
         )
-        table.add_row("[bold]fallback[/]", str(server._fallback))
+        table.add_row("[bold]fallback[/]", str(server.fallback_handler))
         table.add_row(
             "[bold]window[/]",
             f"{settings.window} bytes per stream, idle timeout {settings.idle_timeout:g}s",

@@ -56,7 +56,7 @@ class FlywayServer:
         self.stats = stats or Stats()
         self.bound: Address | None = None
         self.sessions: set[Session] = set()
-        self._fallback = fallback
+        self.fallback_handler = fallback
         self._dialer_for = dialer_for
         self._emit = emit
         self._ssl = ssl_context
@@ -85,7 +85,7 @@ class FlywayServer:
         return connection
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
-        return await self._fallback.handle(request)
+        return await self.fallback_handler.handle(request)
 
     async def run_session(
         self, carrier: Carrier, connection: ServerConnection, *, peer: str, transport: str
@@ -114,7 +114,7 @@ class FlywayServer:
             response = await handler(request)
             if response is not None:
                 return response
-        return await self._fallback.handle(request)
+        return await self.fallback(request)
 
     async def serve(self, started: Callable[[Address], object] | None = None) -> None:
         """Serve until cancelled; call ``started`` with the bound address."""
