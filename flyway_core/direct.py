@@ -28,10 +28,11 @@ def dial_upstream(target: Address, settings: Settings) -> DirectDialer:
 class DirectDialer:
     """Connects to the target itself; failures become typed reset reasons."""
 
-    async def connect(self, target: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(self, target: Address, protocol: asyncio.Protocol) -> None:
         host = target.host or "localhost"
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(host, target.port)
+            await loop.create_connection(lambda: protocol, host, target.port)
         except ConnectionRefusedError:
             raise TargetError("connection refused", reason=ResetReason.REFUSED) from None
         except socket.gaierror as exc:
@@ -43,10 +44,6 @@ class DirectDialer:
         except OSError as exc:
             reason = ResetReason.UNREACHABLE if exc.errno in _UNREACHABLE else ResetReason.INTERNAL
             raise TargetError(exc.strerror or str(exc), reason=reason) from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
 
     def __str__(self) -> str:
         return "direct"

@@ -12,7 +12,6 @@ target, which the server dials. Forms (IPv6 in brackets anywhere)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import click
 from flyway_core.address import Address
 from flyway_core.errors import ConfigError, TunnelUnavailable
 from flyway_core.hookspecs import hookimpl
+from flyway_core.link import LocalLink
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Tunnel
@@ -111,29 +111,35 @@ class ForwardListener:
         return f"forward {self.bind} -> {self.target}"
 
     async def serve(self, tunnel: Tunnel, *, started: Callable[[Address], object]) -> None:
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peer = writer.get_extra_info("peername")
-            origin = str(Address(*peer[:2])) if peer else "local"
-            sock = writer.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                async with tunnel.open_stream(self.target, origin=origin) as stream:
-                    await stream.relay(reader, writer)
-            except TunnelUnavailable as exc:
-                log.debug("refused %s: %s", origin, exc)
-                writer.transport.abort()
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+        loop = asyncio.get_running_loop()
+        relays: set[asyncio.Task[None]] = set()
+
+        def on_connect(link: LocalLink) -> None:
+            task = loop.create_task(self._relay(tunnel, link))
+            relays.add(task)
+            task.add_done_callback(relays.discard)
 
         try:
-            server = await asyncio.start_server(
-                on_client, self.bind.host, self.bind.port, backlog=BACKLOG
+            server = await loop.create_server(
+                lambda: LocalLink(on_connect), self.bind.host, self.bind.port, backlog=BACKLOG
             )
         except OSError as exc:
             raise ConfigError(f"-L: cannot listen on {self.bind}: {exc.strerror or exc}") from exc
-        async with server:
-            started(Address(*server.sockets[0].getsockname()[:2]))
-            await server.serve_forever()
+        try:
+            async with server:
+                started(Address(*server.sockets[0].getsockname()[:2]))
+                await server.serve_forever()
+        finally:
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+
+    async def _relay(self, tunnel: Tunnel, link: LocalLink) -> None:
+        origin = link.peer
+        try:
+            async with tunnel.open_stream(self.target, origin=origin) as stream:
+                await stream.relay(link)
+        except TunnelUnavailable as exc:
+            log.debug("refused %s: %s", origin, exc)
+            if link.transport is not None:
+                link.transport.abort()

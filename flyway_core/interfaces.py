@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from flyway_core.address import Address, ServerURL
+    from flyway_core.link import LocalLink
     from flyway_core.protocol import ServerConnection
     from flyway_core.settings import Settings
 
@@ -39,6 +40,10 @@ class Carrier(Protocol):
 
     async def send(self, data: bytes) -> None:
         """Send bytes; may wait while the network is slow (that is the backpressure)."""
+
+    # Optional: ``def send_nowait(self, data: bytes) -> bool`` takes bytes at once, without
+    # a task switch, when the carrier can (True), and never raises; False means "use send()".
+    # The session calls it for every small write, so it should be cheap.
 
     async def receive(self) -> bytes:
         """Return the next bytes from the peer; ``b""`` once the peer has closed."""
@@ -105,8 +110,8 @@ class Stream(Protocol):
     async def accepted(self) -> None:
         """Wait until the server reached the target; raise TargetError if it could not."""
 
-    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Move bytes both ways between the stream and a local connection until both end."""
+    async def relay(self, link: LocalLink) -> None:
+        """Move bytes both ways between the stream and a local socket until both end."""
 
 
 class Tunnel(Protocol):
@@ -138,5 +143,12 @@ class Fallback(Protocol):
 class Dialer(Protocol):
     """How the server reaches a stream's target."""
 
-    async def connect(self, target: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect to ``target``; raise :class:`~flyway_core.errors.TargetError` on failure."""
+    async def connect(self, target: Address, protocol: asyncio.Protocol) -> None:
+        """Connect to ``target`` with ``protocol`` as the connection's protocol.
+
+        As ``loop.create_connection(lambda: protocol, ...)`` does; a dialer that
+        must talk to a proxy first may speak through its own protocol, then hand
+        the transport over with ``transport.set_protocol(protocol)`` and
+        ``protocol.connection_made(transport)``. Raise
+        :class:`~flyway_core.errors.TargetError` on failure.
+        """

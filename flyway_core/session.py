@@ -1,13 +1,14 @@
 """Run one protocol connection over one carrier with asyncio: read, write, keep alive.
 
-Theory of operation: three tasks share the connection. The reader feeds carrier
-bytes to the protocol and routes its events to streams. The writer sleeps until
-anything queued bytes (``_wake``), then sends all of them in one carrier write,
-so small frames coalesce while the carrier is busy; a stream that just queued
-data sends it itself when no send is under way, one task switch less per hop.
-The timer runs keepalives and the idle timeout. Server-side streams run in the
-session's task group; client-side streams run in their listener's task and are
-failed when the session ends.
+Theory of operation: the reader feeds carrier bytes to the protocol and routes
+its events to streams, whose links write them to their sockets. Whatever the
+protocol queues (Data from a link's ``data_received``, acknowledgements, pongs)
+goes out through ``send_soon``: at once, without a task switch, when the
+carrier has a ``send_nowait`` that takes it; otherwise the writer task wakes
+and sends everything queued in one carrier write, so small frames coalesce
+while the carrier is busy. The timer runs keepalives and the idle timeout.
+Server-side streams run in the session's task group; client-side streams run in
+their listener's task and are failed when the session ends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flyway_core.errors import (
     TargetError,
 )
 from flyway_core.events import Event, StreamDown, StreamUp
+from flyway_core.link import LocalLink
 from flyway_core.protocol import (
     CreditAvailable,
     DataReceived,
@@ -94,6 +96,8 @@ class Session:
         self._streams: dict[int, TunnelStream] = {}
         self._wake = asyncio.Event()
         self._sending = False
+        self._backlog = b""  # taken from the protocol, refused by send_nowait: goes first
+        self._send_nowait: Callable[[bytes], bool] | None = getattr(carrier, "send_nowait", None)
         self._tasks: asyncio.TaskGroup | None = None
         self._done = False
 
@@ -137,7 +141,7 @@ class Session:
         return 0 if self._done else self._conn.send_window(stream_id)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
-        """Queue data; the caller then awaits ``flush()``, which sends it (no writer wake-up)."""
+        """Queue data; the caller then calls ``send_soon()``."""
         self._conn.send_data(stream_id, data)
 
     def end_stream(self, stream_id: int) -> None:
@@ -153,8 +157,7 @@ class Session:
     def acknowledge(self, stream_id: int, n: int) -> None:
         if not self._done and self._conn.has_stream(stream_id):
             self._conn.acknowledge(stream_id, n)
-            if self._conn.wants_to_send:  # a Window frame is due (every quarter window)
-                self._wake.set()
+            self.send_soon()  # a Window frame may be due (every quarter window)
 
     def buffered(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` received and not yet acknowledged (at most one window)."""
@@ -195,7 +198,7 @@ class Session:
         """Tell the peer the session is over and stop."""
         if not self._done:
             self._conn.close()
-            data = self._conn.data_to_send()
+            data, self._backlog = self._backlog + self._conn.data_to_send(), b""
             if data:
                 try:
                     async with asyncio.timeout(1):
@@ -216,27 +219,29 @@ class Session:
                 )
             for event in self._conn.receive_data(data, time.time()):
                 self._dispatch(event)
-            self._wake.set()
+            self.send_soon()
 
-    async def flush(self) -> None:
-        """Send what is queued now, from the caller's task, unless a send is under way.
+    def send_soon(self) -> None:
+        """Send what the protocol queued: now if the carrier takes it without waiting.
 
-        Saves the hop to the writer task on the latency path. When a send is
-        already under way, its loop takes these bytes too. A carrier that fails
-        here is closed, which ends the session through its reader.
+        Otherwise (no ``send_nowait``, a send under way, or a carrier that is
+        full) the writer task sends it, after anything queued before.
         """
-        if self._sending or self._done:
+        if self._done or not self._conn.wants_to_send:
             return
-        try:
-            await self._send_queued()
-        except (CarrierError, ConnectionError, OSError) as exc:
-            self.error = self.error or str(exc) or type(exc).__name__
-            await self._carrier.close()
+        if self._send_nowait is None or self._sending or self._backlog:
+            self._wake.set()
+            return
+        data = self._conn.data_to_send()
+        if not self._send_nowait(data):
+            self._backlog = data
+            self._wake.set()
 
     async def _send_queued(self) -> None:
         self._sending = True
         try:
-            while data := self._conn.data_to_send():
+            while data := self._backlog + self._conn.data_to_send():
+                self._backlog = b""
                 await self._carrier.send(data)
         finally:
             self._sending = False
@@ -287,6 +292,16 @@ class Session:
             case SessionClosed(_, message):
                 raise _SessionOver(message or "the peer closed the session")
 
+    async def _dial(self, stream: TunnelStream, link: LocalLink) -> None:
+        if self._dialer_for is None:
+            raise TargetError("this side does not accept streams", reason=ResetReason.NOT_ALLOWED)
+        dialer = self._dialer_for(stream.target)
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                await dialer.connect(stream.target, link)
+        except TimeoutError:
+            raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+
     def _start_server_stream(self, stream_id: int, target: Address, data: bytes) -> None:
         stream = TunnelStream(self, stream_id, target, self.peer)
         self._streams[stream_id] = stream
@@ -297,33 +312,29 @@ class Session:
         self._tasks.create_task(self._serve_stream(stream))
 
     async def _serve_stream(self, stream: TunnelStream) -> None:
+        link = LocalLink()
         try:
-            if self._dialer_for is None:
-                raise TargetError(
-                    "this side does not accept streams", reason=ResetReason.NOT_ALLOWED
-                )
-            dialer = self._dialer_for(stream.target)
-            try:
-                async with asyncio.timeout(DIAL_TIMEOUT):
-                    reader, writer = await dialer.connect(stream.target)
-            except TimeoutError:
-                raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
-        except TargetError as exc:
-            stream.error = f"{stream.target}: {exc}"
-            stream.reset(exc.reason, str(exc))
+            await self._dial(stream, link)
+        except Exception as exc:  # a plugin's failing dialer must not end the session
+            reason = exc.reason if isinstance(exc, TargetError) else ResetReason.INTERNAL
+            if isinstance(exc, TargetError):
+                stream.error = f"{stream.target}: {exc}"
+            elif isinstance(exc, FlywayError):
+                stream.error = str(exc)
+            else:
+                log.debug("dialing %s failed", stream.target, exc_info=True)
+                stream.error = f"{stream.target}: dialer failed ({type(exc).__name__}: {exc})"
+            stream.reset(reason, str(exc))
             self.close_stream(stream)
-            return
-        except FlywayError as exc:
-            stream.error = str(exc)
-            stream.reset(ResetReason.INTERNAL, str(exc))
-            self.close_stream(stream)
+            if link.transport is not None:
+                link.transport.abort()
             return
         if self._conn.has_stream(stream.stream_id):
             self._conn.accept_stream(stream.stream_id)
             self._wake.set()
         self._emit(StreamUp(self.id, stream.stream_id, stream.target, self.peer))
         try:
-            await stream.relay(reader, writer)
+            await stream.relay(link)
         finally:
             self.close_stream(stream)
 

@@ -1,20 +1,15 @@
-"""One tunnelled stream bridged to a local asyncio connection, with backpressure both ways.
+"""One tunnelled stream: what the session feeds it, and the two ways to use it.
 
-Theory of operation: bytes from the peer are acknowledged, which is what
-returns credit to the peer, only once the local writer has flushed them to the
-kernel. While relaying, bytes arriving for an idle writer are written at once
-(no task switch on the latency path) and acknowledged as soon as the kernel has
-them; otherwise they wait in ``_inbox`` for the relay's writer loop. So a slow
-local reader holds at most one window of this stream's bytes and never slows
-other streams. Bytes towards the
-peer are read from the local socket only while the stream has send credit; with
-none, the socket is simply not read and the kernel pushes back on the app.
+A stream is used either through a :class:`~flyway_core.link.LocalLink` (``relay``),
+which is how listeners and the server bridge real sockets, in callbacks and with
+backpressure both ways; or directly, with ``read``/``consumed`` and ``write``,
+for code that produces or consumes the bytes itself. Bytes that arrive before a
+link is attached wait in ``_inbox`` and are handed to the link when it attaches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -24,15 +19,14 @@ from flyway_core.protocol import ResetReason
 
 if TYPE_CHECKING:
     from flyway_core.address import Address
+    from flyway_core.link import LocalLink
     from flyway_core.session import Session
 
-__all__ = ["READ_SIZE", "TunnelStream"]
-
-READ_SIZE = 1 << 18  # largest local read per send; frames are cut to MAX_DATA by the protocol
+__all__ = ["TunnelStream"]
 
 
 class TunnelStream:
-    """A stream of one session: ``read``/``write`` for the tunnel side, ``relay`` for sockets."""
+    """A stream of one session: ``relay`` for sockets, ``read``/``write`` for code."""
 
     def __init__(self, session: Session, stream_id: int, target: Address, origin: str) -> None:
         self.session = session
@@ -48,8 +42,7 @@ class TunnelStream:
         self._eof = False
         self._reset: StreamResetError | None = None
         self._credit = asyncio.Event()
-        self._direct: asyncio.StreamWriter | None = None  # set while relaying
-        self._unflushed = 0  # bytes written directly, not yet acknowledged
+        self._link: LocalLink | None = None  # set while relaying
         self._accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # --- fed by the session as frames arrive -------------------------------------------
@@ -57,19 +50,16 @@ class TunnelStream:
     def feed(self, data: bytes) -> None:
         self.received += len(data)
         self.session.stats.received += len(data)
-        writer = self._direct
-        if writer is not None and not self._inbox and not writer.transport.is_closing():
-            writer.write(data)
-            if not self._unflushed and not writer.transport.get_write_buffer_size():
-                self.consumed(len(data))  # the kernel took it all
-                return
-            self._unflushed += len(data)
-        else:
-            self._inbox.append(data)
+        if self._link is not None:
+            self._link.deliver(data)
+            return
+        self._inbox.append(data)
         self._readable.set()
 
     def feed_eof(self) -> None:
         self._eof = True
+        if self._link is not None:
+            self._link.deliver_eof()
         self._readable.set()
 
     def feed_accept(self) -> None:
@@ -83,17 +73,38 @@ class TunnelStream:
         if not self._accepted.done():
             self._accepted.set_exception(TargetError(text, reason=reason))
             self._accepted.exception()  # mark retrieved: nobody may be waiting
+        if self._link is not None:
+            self._link.abort()
         self._readable.set()
         self._credit.set()
 
     def feed_credit(self) -> None:
         self._credit.set()
+        if self._link is not None:
+            self._link.credit_available()
 
     # --- used by listeners and the server side ---------------------------------------
 
     async def accepted(self) -> None:
         """Wait until the server reached the target; raise TargetError if it could not."""
         await self._accepted
+
+    async def relay(self, link: LocalLink) -> None:
+        """Move bytes both ways between the stream and a local socket until both end."""
+        await link.run(self)
+
+    def attach(self, link: LocalLink) -> None:
+        """Hand the stream to ``link``: what already arrived, then everything as it comes."""
+        self._link = link
+        if self._inbox:
+            link.deliver(self._take())
+        if self._reset is not None:
+            link.abort()
+        elif self._eof:
+            link.deliver_eof()
+
+    def detach(self) -> None:
+        self._link = None
 
     async def read(self) -> bytes:
         """Return what the peer sent so far (not yet acknowledged); ``b""`` at its end."""
@@ -117,23 +128,27 @@ class TunnelStream:
         """Return ``n`` bytes of credit to the peer: they have left our hands."""
         self.session.acknowledge(self.stream_id, n)
 
+    def send_now(self, data: bytes) -> int:
+        """Send as much of ``data`` as the credit allows, now; return how many bytes went."""
+        credit = 0 if self._reset is not None else self.session.send_window(self.stream_id)
+        taken = min(credit, len(data))
+        if taken > 0:
+            self.session.send_data(self.stream_id, data if taken == len(data) else data[:taken])
+            self.sent += taken
+            self.session.stats.sent += taken
+            self.session.send_soon()
+        return max(taken, 0)
+
     async def write(self, data: bytes) -> None:
         """Send ``data``, waiting for credit as needed; raise StreamResetError if reset."""
-        view = memoryview(data)
-        while view:
+        while data:
             if self._reset is not None:
                 raise self._reset
-            credit = self.session.send_window(self.stream_id)
-            if credit <= 0:
-                self._credit.clear()
+            self._credit.clear()
+            taken = self.send_now(data)
+            if not taken:
                 await self._credit.wait()
-                continue
-            chunk = view[:credit]
-            self.session.send_data(self.stream_id, bytes(chunk))
-            self.sent += len(chunk)
-            self.session.stats.sent += len(chunk)
-            view = view[credit:]
-            await self.session.flush()
+            data = data[taken:]
 
     def end(self) -> None:
         """Finish our direction (half-close); the peer's direction stays open."""
@@ -145,68 +160,3 @@ class TunnelStream:
         if self._reset is None:
             self.session.reset_stream(self.stream_id, reason, message)
             self.feed_reset(reason, message)
-
-    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Move bytes both ways between the stream and a local connection until both end."""
-        # Acknowledge only what the kernel took: a full socket buffer holds credit back.
-        writer.transport.set_write_buffer_limits(high=0)
-        self._direct = writer
-        finished = False
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._pump_up(reader))
-                await self._pump_down(writer)  # in the body: see Session.run
-            finished = True
-        except* StreamResetError:
-            pass
-        except* (ConnectionError, OSError) as group:
-            self.error = self.error or _describe(group.exceptions[0])
-            self.reset(ResetReason.CANCELLED, self.error)
-        finally:
-            self._direct = None
-            if finished:
-                writer.close()  # both directions ended: a normal close, flushing what is left
-            else:
-                writer.transport.abort()  # reset, failed or cancelled: do not wait on a peer
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-
-    async def _pump_up(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            credit = self.session.send_window(self.stream_id)
-            if self._reset is not None:
-                raise self._reset
-            if credit <= 0:
-                self._credit.clear()
-                await self._credit.wait()
-                continue
-            data = await reader.read(min(credit, READ_SIZE))
-            if not data:
-                self.end()
-                return
-            await self.write(data)
-
-    async def _pump_down(self, writer: asyncio.StreamWriter) -> None:
-        while True:
-            if self._unflushed:  # feed() wrote these; ack once the kernel has them
-                await writer.drain()
-                flushed, self._unflushed = self._unflushed, 0
-                self.consumed(flushed)
-            elif self._inbox:
-                data = self._take()
-                writer.write(data)
-                await writer.drain()
-                self.consumed(len(data))
-            elif self._reset is not None:
-                raise self._reset
-            elif self._eof:
-                break
-            else:
-                self._readable.clear()
-                await self._readable.wait()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-
-def _describe(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

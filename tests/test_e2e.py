@@ -183,3 +183,24 @@ async def test_either_cipher_works(echo_server: Address, cipher: str, transport:
     ):
         sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 1 << 20)
         assert sent == echoed
+
+
+async def test_ws_without_aiohttps_frame_writer_keeps_to_send_bytes(
+    echo_server: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flyway_websocket
+
+    carriers: list[flyway_websocket.WebSocketCarrier] = []
+    made = flyway_websocket.WebSocketCarrier.__init__
+
+    def without_frame_writer(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made(self, *args, **kwargs)
+        carriers.append(self)
+
+    monkeypatch.setattr(flyway_websocket, "frame_writer", lambda ws: None)
+    monkeypatch.setattr(flyway_websocket.WebSocketCarrier, "__init__", without_frame_writer)
+    async with run_pair(transport="ws", targets=[echo_server]) as pair, asyncio.timeout(30):
+        sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 4 << 20)
+        assert sent == echoed
+    assert len(carriers) == 2  # the client's and the server's
+    assert not any(carrier.send_nowait(b"x") for carrier in carriers)

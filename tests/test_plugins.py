@@ -236,7 +236,7 @@ async def test_hook_dial_upstream(echo_server: Address, settings: Settings) -> N
         def dial_upstream(self, target: Address, settings: Settings) -> Deny | None:
             return self if target.port == echo_server.port else None
 
-        async def connect(self, target: Address) -> object:
+        async def connect(self, target: Address, protocol: object) -> None:
             raise TargetError("blocked by policy", reason=ResetReason.NOT_ALLOWED)
 
     pm = make_plugin_manager(entry_points=False)
@@ -304,3 +304,26 @@ def test_a_client_only_transport_is_neither_served_nor_listed_by_the_server(
         emit=lambda event: None,
     )
     assert list(server.transports) == ["real"]
+
+
+async def test_a_dialer_that_crashes_resets_its_stream_and_the_session_lives_on(
+    echo_server: Address, settings: Settings
+) -> None:
+    class Broken:
+        @hookimpl
+        def dial_upstream(self, target: Address, settings: Settings) -> Broken | None:
+            return self if target.host == "broken.invalid" else None
+
+        async def connect(self, target: Address, protocol: object) -> None:
+            raise RuntimeError("bug in a plugin")
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.register(Broken(), name="broken")
+    async with joined_tunnel(settings, Plugins(pm)) as tunnel, asyncio.timeout(5):
+        async with tunnel.open_stream(Address("broken.invalid", 80)) as stream:
+            with pytest.raises(TargetError, match="bug in a plugin") as caught:
+                await stream.accepted()
+            assert caught.value.reason == ResetReason.INTERNAL
+        async with tunnel.open_stream(echo_server) as stream:  # the same session still works
+            await stream.write(b"ping")
+            assert await stream.read() == b"ping"

@@ -85,3 +85,28 @@ async def test_a_send_larger_than_one_message_arrives_whole(door: FlywayServer) 
     await carrier.close()
     assert b"".join(received) == payload
     assert len(received) == 4
+
+
+async def test_small_sends_are_written_at_once_in_order(door: FlywayServer) -> None:
+    from flyway_core.protocol import ClientConnection, derive_master_key
+
+    assert door.bound is not None
+    received: list[bytes] = []
+
+    async def capture(carrier, connection, *, peer, transport):  # type: ignore[no-untyped-def]
+        while data := await carrier.receive():
+            received.append(data)
+
+    door.run_session = capture  # type: ignore[method-assign]
+    hello = ClientConnection(derive_master_key("pw"), now=__import__("time").time()).hello()
+    server = ServerURL("http", "127.0.0.1", door.bound.port)
+    carrier = await flyway_websocket.WebSocketTransport().dial(server, hello, Settings())
+    messages = [os.urandom(n) for n in (1, 64, 1000, flyway_websocket.MAX_MESSAGE)]
+    assert all(carrier.send_nowait(message) for message in messages)  # no await: written now
+    assert not carrier.send_nowait(os.urandom(flyway_websocket.MAX_MESSAGE + 1))  # send() splits
+    async with asyncio.timeout(5):
+        while len(received) < len(messages):
+            await asyncio.sleep(0.01)
+    await carrier.close()
+    assert received == messages
+    assert not carrier.send_nowait(b"after close")
