@@ -58,6 +58,7 @@ from flyway_core.protocol.frames import (
     Reset,
     Window,
     decode_frame,
+    encode_data,
     encode_frame,
     truncate_message,
 )
@@ -286,8 +287,12 @@ class Connection:
         if not stream.can_send(FrameType.DATA):
             stream.send(FrameType.DATA)  # raises, naming the state
         stream.spend(len(data))
+        writer = self._writer
+        if writer is None:  # pragma: no cover - streams exist only once the session started
+            raise LocalProtocolError("the session has not started")
+        out = self._out
         for start in range(0, len(data), MAX_DATA):
-            self._send(Data(stream_id, bytes(data[start : start + MAX_DATA])))
+            out.extend(writer.seal_parts(encode_data(stream_id, data[start : start + MAX_DATA])))
 
     def end_stream(self, stream_id: int) -> None:
         """Queue End: we send nothing more on the stream, but may still receive."""

@@ -28,7 +28,8 @@ from flyway_core.protocol import (
     encode_frame,
     max_open_data,
 )
-from flyway_core.protocol.frames import truncate_message
+from flyway_core.protocol.constants import MAX_STREAM_ID
+from flyway_core.protocol.frames import encode_data, truncate_message
 
 GOLDEN: list[tuple[Frame, str]] = [
     (Hello(1, 0x0102030405060708, 65536), "010000000001010203040506070800010000"),
@@ -155,6 +156,12 @@ MALFORMED = {
 def test_malformed_frames_are_a_remote_protocol_error(hex_bytes: str) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_frame(bytes.fromhex(hex_bytes))
+
+
+@given(st.integers(1, MAX_STREAM_ID), st.binary(min_size=1, max_size=MAX_DATA))
+def test_the_data_shortcut_encodes_what_the_frame_encodes(stream_id: int, data: bytes) -> None:
+    assert encode_data(stream_id, data) == encode_frame(Data(stream_id, data))
+    assert encode_data(stream_id, memoryview(data)) == encode_frame(Data(stream_id, data))
 
 
 @given(st.binary(max_size=80))
