@@ -63,7 +63,10 @@ async def test_a_wrong_password_is_refused_before_the_upgrade(door: FlywayServer
         await flyway_websocket.WebSocketTransport().dial(server, hello, Settings())
 
 
-async def test_a_send_larger_than_one_message_arrives_whole(door: FlywayServer) -> None:
+async def dial_capturing(
+    door: FlywayServer,
+) -> tuple[flyway_websocket.WebSocketCarrier, list[bytes]]:
+    """Dial the door with a good hello; the server side only records what arrives."""
     from flyway_core.protocol import ClientConnection, derive_master_key
 
     assert door.bound is not None
@@ -77,6 +80,11 @@ async def test_a_send_larger_than_one_message_arrives_whole(door: FlywayServer) 
     hello = ClientConnection(derive_master_key("pw"), now=__import__("time").time()).hello()
     server = ServerURL("http", "127.0.0.1", door.bound.port)
     carrier = await flyway_websocket.WebSocketTransport().dial(server, hello, Settings())
+    return carrier, received
+
+
+async def test_a_send_larger_than_one_message_arrives_whole(door: FlywayServer) -> None:
+    carrier, received = await dial_capturing(door)
     payload = os.urandom(3 * flyway_websocket.MAX_MESSAGE + 5)
     await carrier.send(payload)
     async with asyncio.timeout(5):
@@ -88,19 +96,7 @@ async def test_a_send_larger_than_one_message_arrives_whole(door: FlywayServer) 
 
 
 async def test_small_sends_are_written_at_once_in_order(door: FlywayServer) -> None:
-    from flyway_core.protocol import ClientConnection, derive_master_key
-
-    assert door.bound is not None
-    received: list[bytes] = []
-
-    async def capture(carrier, connection, *, peer, transport):  # type: ignore[no-untyped-def]
-        while data := await carrier.receive():
-            received.append(data)
-
-    door.run_session = capture  # type: ignore[method-assign]
-    hello = ClientConnection(derive_master_key("pw"), now=__import__("time").time()).hello()
-    server = ServerURL("http", "127.0.0.1", door.bound.port)
-    carrier = await flyway_websocket.WebSocketTransport().dial(server, hello, Settings())
+    carrier, received = await dial_capturing(door)
     messages = [os.urandom(n) for n in (1, 64, 1000, flyway_websocket.MAX_MESSAGE)]
     assert all(carrier.send_nowait(message) for message in messages)  # no await: written now
     assert not carrier.send_nowait(os.urandom(flyway_websocket.MAX_MESSAGE + 1))  # send() splits
