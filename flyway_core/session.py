@@ -301,6 +301,8 @@ class Session:
                 await dialer.connect(stream.target, link)
         except TimeoutError:
             raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+        if link.transport is None:
+            raise TargetError(f"dialer {dialer} did not connect", reason=ResetReason.INTERNAL)
 
     def _start_server_stream(self, stream_id: int, target: Address, data: bytes) -> None:
         stream = TunnelStream(self, stream_id, target, self.peer)

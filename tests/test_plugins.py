@@ -315,6 +315,8 @@ async def test_a_dialer_that_crashes_resets_its_stream_and_the_session_lives_on(
             return self if target.host == "broken.invalid" else None
 
         async def connect(self, target: Address, protocol: object) -> None:
+            if target.port == 81:
+                return  # claims success without connecting
             raise RuntimeError("bug in a plugin")
 
     pm = make_plugin_manager(entry_points=False)
@@ -324,6 +326,9 @@ async def test_a_dialer_that_crashes_resets_its_stream_and_the_session_lives_on(
             with pytest.raises(TargetError, match="bug in a plugin") as caught:
                 await stream.accepted()
             assert caught.value.reason == ResetReason.INTERNAL
+        async with tunnel.open_stream(Address("broken.invalid", 81)) as stream:
+            with pytest.raises(TargetError, match="did not connect"):
+                await stream.accepted()
         async with tunnel.open_stream(echo_server) as stream:  # the same session still works
             await stream.write(b"ping")
             assert await stream.read() == b"ping"
