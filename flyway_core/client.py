@@ -77,6 +77,12 @@ class ClientTunnel:
         finally:
             session.close_stream(stream)
 
+    def _carried_by(self) -> str:
+        # A transport that picks another one per dial (--auto) names it in ``chosen``.
+        chosen = getattr(self.transport, "chosen", None)
+        name = self.transport.name
+        return f"{chosen.name} ({name})" if chosen is not None and chosen.name != name else name
+
     async def run(self) -> None:
         """Keep a session up until cancelled: dial, run, and dial again with backoff."""
         backoff = BACKOFF_FIRST
@@ -88,7 +94,7 @@ class ClientTunnel:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             await self._set_session(session)
-            self._emit(SessionUp(session.id, str(self.server), self.transport.name, "client"))
+            self._emit(SessionUp(session.id, str(self.server), self._carried_by(), "client"))
             try:
                 await session.run()
             finally:

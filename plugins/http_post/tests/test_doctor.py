@@ -28,6 +28,7 @@ from pairs import hashed_exchange, run_pair
 
 from flyway_core import Address, ConfigError, ServerURL, Settings, TunnelRefused
 from flyway_core.cli import _pick_transport, build_cli
+from flyway_core.events import SessionUp
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ClientConnection, derive_master_key
 from flyway_core.server import FlywayServer
@@ -370,6 +371,8 @@ async def test_a_tunnel_over_auto_moves_bytes(echo_server: Address) -> None:
         sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 1 << 20)
         assert sent == echoed
         assert pair.tunnel.transport.chosen.name == "ws"  # type: ignore[attr-defined]
+    (up,) = [e for e in pair.client_events if isinstance(e, SessionUp)]
+    assert up.transport == "ws (auto)"  # the console says "over ws (auto)"
 
 
 def test_the_core_selects_a_transport_by_its_long_flag() -> None:
