@@ -174,6 +174,7 @@ class Child:
     logs: tuple[Path, ...]
     output: IO[bytes]
     stop_signal: signal.Signals = signal.SIGTERM
+    writes_pidfile: bool = True  # ready once it wrote one (haproxy -db writes none)
 
     @property
     def pidfile(self) -> Path:
@@ -244,6 +245,7 @@ def _spawn(
     *,
     stop_signal: signal.Signals = signal.SIGTERM,
     user: str | None = None,
+    writes_pidfile: bool = True,
 ) -> Child:
     output = (workdir / f"{name}.out").open("wb")
     process = subprocess.Popen(
@@ -258,7 +260,7 @@ def _spawn(
         extra_groups=[] if user else None,
         preexec_fn=functools.partial(_die_with_parent, stop_signal),  # after the uid change
     )
-    child = Child(name, process, port, workdir, logs, output, stop_signal)
+    child = Child(name, process, port, workdir, logs, output, stop_signal, writes_pidfile)
     _RUNNING[process.pid] = child
     return child
 
@@ -277,7 +279,7 @@ def _wait_ready(child: Child, timeout: float = START_TIMEOUT) -> None:
             raise StartFailed(
                 f"{child.name} exited with {child.process.returncode}\n{child.log_tail()}"
             )
-        if child.pidfile.exists() and _listening(child.port):
+        if (child.pidfile.exists() or not child.writes_pidfile) and _listening(child.port):
             return
         time.sleep(0.05)
     raise StartFailed(f"{child.name} is not ready on port {child.port}\n{child.log_tail()}")
@@ -358,11 +360,56 @@ def run_nginx(
         yield child
 
 
+@contextlib.contextmanager
+def run_haproxy(
+    backend_ports: list[int], *, sticky: bool = True, binary: str | None = None
+) -> Iterator[Child]:
+    """HAProxy (foreground) on a free port of 127.0.0.1, balancing over the backends.
+
+    Round robin; ``sticky`` adds the cookie HAProxy inserts into the first answer and
+    routes by afterwards (haproxy.cfg.in): the way to keep a client's requests on
+    one server.
+    """
+    haproxy = binary or find_binary("haproxy")
+
+    def start(port: int) -> Child:
+        workdir = make_workdir("haproxy")
+        config = workdir / "haproxy.cfg"
+        servers = "\n".join(
+            f"    server s{n} 127.0.0.1:{backend}" + (f" cookie s{n}" if sticky else "")
+            for n, backend in enumerate(backend_ports, 1)
+        )
+        cookie = "cookie fwsrv insert indirect nocache" if sticky else "# no cookie: not sticky"
+        values = {"PORT": str(port), "COOKIE": cookie, "SERVERS": servers}
+        config.write_text(render("haproxy.cfg.in", values))
+        argv = [haproxy, "-db", "-f", str(config)]
+        return _spawn("haproxy", argv, port, workdir, (), writes_pidfile=False)
+
+    with _running(start) as child:
+        yield child
+
+
 # --- pytest fixtures ---------------------------------------------------------------
 
 
 class NginxFactory(Protocol):
     def __call__(self, upstream_port: int, *, location_extra: str = "") -> str: ...
+
+
+class BalancerFactory(Protocol):
+    def __call__(self, backend_ports: list[int], *, sticky: bool = True) -> Child: ...
+
+
+@pytest.fixture
+def haproxy_balancer() -> Iterator[BalancerFactory]:
+    """Start HAProxy in front of servers: ``haproxy_balancer([port, ...]) -> Child``."""
+    binary = binary_or_skip("haproxy")
+    with contextlib.ExitStack() as stack:
+
+        def start(backend_ports: list[int], *, sticky: bool = True) -> Child:
+            return stack.enter_context(run_haproxy(backend_ports, sticky=sticky, binary=binary))
+
+        yield start
 
 
 @pytest.fixture

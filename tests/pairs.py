@@ -18,7 +18,15 @@ from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.server import FlywayServer
 from flyway_core.settings import Settings
 
-__all__ = ["Relay", "Running", "hashed_exchange", "run_pair", "wait_for"]
+__all__ = [
+    "Relay",
+    "Running",
+    "forwarding",
+    "hashed_exchange",
+    "run_pair",
+    "serving",
+    "wait_for",
+]
 
 
 class Relay:
@@ -87,6 +95,73 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> Non
             await asyncio.sleep(0.01)
 
 
+def _recorder(into: list[Event], plugins: Plugins) -> Callable[[Event], None]:
+    def emit(event: Event) -> None:
+        into.append(event)
+        plugins.emit(event)
+
+    return emit
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, events: list[Event], *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[FlywayServer, Address]]:
+    """A flyway server with every installed transport on 127.0.0.1, and where it listens."""
+    plugins = Plugins(make_plugin_manager(blocked=["console"]))
+    server = FlywayServer(
+        Address("127.0.0.1", 0),
+        settings,
+        transports=plugins.transports(settings),
+        fallback=plugins.fallback(None, settings),
+        dialer_for=lambda target: plugins.dialer(target, settings),
+        emit=_recorder(events, plugins),
+        ssl_context=ssl_context,
+    )
+    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(server.serve(started=bound.set_result))
+    try:
+        yield server, await asyncio.wait_for(bound, 5)
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def forwarding(
+    server_url: ServerURL,
+    transport: str,
+    settings: Settings,
+    targets: list[Address],
+    events: list[Event],
+    *,
+    wait_ready: bool = True,
+) -> AsyncIterator[tuple[ClientTunnel, dict[Address, Address]]]:
+    """A flyway client forwarding a local port to each target: its tunnel and the ports."""
+    plugins = Plugins(make_plugin_manager(blocked=["console"]))
+    tunnel = ClientTunnel(
+        server_url,
+        plugins.transport(transport, settings),
+        settings,
+        emit=_recorder(events, plugins),
+    )
+    tasks = [asyncio.create_task(tunnel.run())]
+    ports: dict[Address, Address] = {}
+    try:
+        for target in targets:
+            listener = ForwardListener(Address("127.0.0.1", 0), target)
+            got: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+            tasks.append(asyncio.create_task(listener.serve(tunnel, started=got.set_result)))
+            ports[target] = await asyncio.wait_for(got, 5)
+        if wait_ready:
+            await asyncio.wait_for(tunnel.wait_ready(), 5)
+        yield tunnel, ports
+    finally:
+        for task in reversed(tasks):
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5)
+
+
 @contextlib.asynccontextmanager
 async def run_pair(
     targets: list[Address],
@@ -104,58 +179,29 @@ async def run_pair(
     client_settings = client_settings or server_settings
     server_events: list[Event] = []
     client_events: list[Event] = []
-    server_plugins = Plugins(make_plugin_manager(blocked=["console"]))
-    client_plugins = Plugins(make_plugin_manager(blocked=["console"]))
-
-    def record(into: list[Event], plugins: Plugins) -> Callable[[Event], None]:
-        def emit(event: Event) -> None:
-            into.append(event)
-            plugins.emit(event)
-
-        return emit
-
-    server = FlywayServer(
-        Address("127.0.0.1", 0),
-        server_settings,
-        transports=server_plugins.transports(server_settings),
-        fallback=server_plugins.fallback(None, server_settings),
-        dialer_for=lambda target: server_plugins.dialer(target, server_settings),
-        emit=record(server_events, server_plugins),
-        ssl_context=server_ssl,
-    )
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    async with asyncio.TaskGroup() as tasks:
-        serving = tasks.create_task(server.serve(started=bound.set_result))
-        address = await asyncio.wait_for(bound, 5)
+    async with serving(server_settings, server_events, ssl_context=server_ssl) as (
+        server,
+        address,
+    ):
         relay = Relay(address) if via_relay else None
         if relay is not None:
             address = await relay.start()
         server_url = ServerURL("https" if server_ssl else "http", "127.0.0.1", address.port)
         if front is not None:  # an intermediary (proxy, CDN) the client dials instead
             server_url = ServerURL.parse(await front(address), default_port=80)
-        tunnel = ClientTunnel(
-            server_url,
-            client_plugins.transport(transport, client_settings),
-            client_settings,
-            emit=record(client_events, client_plugins),
-        )
-        client_task = tasks.create_task(tunnel.run())
-        ports: dict[Address, Address] = {}
-        listener_tasks = []
-        for target in targets:
-            listener = ForwardListener(Address("127.0.0.1", 0), target)
-            got: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-            listener_tasks.append(tasks.create_task(listener.serve(tunnel, started=got.set_result)))
-            ports[target] = await asyncio.wait_for(got, 5)
-        if wait_ready:
-            await asyncio.wait_for(tunnel.wait_ready(), 5)
         try:
-            yield Running(server, tunnel, ports, server_events, client_events, relay)
+            async with forwarding(
+                server_url,
+                transport,
+                client_settings,
+                targets,
+                client_events,
+                wait_ready=wait_ready,
+            ) as (tunnel, ports):
+                yield Running(server, tunnel, ports, server_events, client_events, relay)
         finally:
             if relay is not None:
                 relay.close()
-            for task in (*listener_tasks, client_task, serving):
-                task.cancel()
 
 
 async def hashed_exchange(
