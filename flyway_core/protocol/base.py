@@ -291,8 +291,9 @@ class Connection:
         if writer is None:  # pragma: no cover - streams exist only once the session started
             raise LocalProtocolError("the session has not started")
         out = self._out
+        view = memoryview(data) if len(data) > MAX_DATA else data  # slices without copying
         for start in range(0, len(data), MAX_DATA):
-            out.extend(writer.seal_parts(encode_data(stream_id, data[start : start + MAX_DATA])))
+            out.extend(writer.seal_parts(encode_data(stream_id, view[start : start + MAX_DATA])))
 
     def end_stream(self, stream_id: int) -> None:
         """Queue End: we send nothing more on the stream, but may still receive."""
