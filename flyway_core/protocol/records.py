@@ -63,67 +63,90 @@ class RecordReader:
     when the rest of it has not arrived yet. Consumed bytes are dropped as soon as the reader
     runs dry, so between calls it holds less than one record (at most ``MAX_RECORD - 1`` bytes).
     Any authentication failure raises RemoteProtocolError, after which the reader is dead.
+
+    Records are opened straight out of a ``bytes`` piece when nothing partial is held
+    (the common case: a carrier delivers whole records), and only the incomplete tail of
+    the piece is copied into the reader's own buffer.
     """
 
-    __slots__ = ("_buffer", "_failed", "_length", "_opener", "_position")
+    __slots__ = ("_buffer", "_failed", "_length", "_opener", "_piece", "_position")
 
     def __init__(self, opener: Opener) -> None:
         self._opener = opener
         self._buffer = bytearray()
-        self._position = 0  # start of the unconsumed bytes in _buffer
+        self._piece: memoryview | None = None  # the piece fed last, read without copying
+        self._position = 0  # start of the unconsumed bytes in _piece, else in _buffer
         self._length: int | None = None  # plaintext length of the record whose body we await
         self._failed = False
 
     @property
     def buffered(self) -> int:
         """Bytes held for records not complete yet (a sealed length already opened excluded)."""
-        return len(self._buffer) - self._position
+        source = self._buffer if self._piece is None else self._piece
+        return len(source) - self._position
 
     def feed(self, data: Bytes) -> None:
         """Append received bytes."""
+        if self._piece is not None:  # fed again before the last piece was read to the end
+            self._keep_rest()
         if self._position:
             self._compact()
-        self._buffer += data
+        if self._buffer or not isinstance(data, bytes):
+            self._buffer += data  # a caller's bytearray may change after we return: copy
+        elif data:
+            self._piece = memoryview(data)
 
     def next_record(self) -> bytes | None:
         """Return the next record's plaintext, or None if more bytes are needed."""
         if self._failed:
             raise RemoteProtocolError("record stream already failed")
-        buffer, position = self._buffer, self._position
+        source: memoryview | bytearray = self._buffer if self._piece is None else self._piece
+        position = self._position
         try:
             length = self._length
             if length is None:
                 end = position + HEADER_SIZE
-                if len(buffer) < end:
-                    self._compact()
+                if len(source) < end:
+                    self._keep_rest()
                     return None
-                length = int.from_bytes(self._opener.open(_view(buffer, position, end)), "big")
+                length = int.from_bytes(self._opener.open(_view(source, position, end)), "big")
                 if length == 0:
                     raise RemoteProtocolError("empty record")
                 self._length = length
                 self._position = position = end
             end = position + length + TAG_SIZE
-            if len(buffer) < end:
-                self._compact()
+            if len(source) < end:
+                self._keep_rest()
                 return None
-            plaintext = self._opener.open(_view(buffer, position, end))
+            plaintext = self._opener.open(_view(source, position, end))
         except RemoteProtocolError:
             self._failed = True
             self._buffer = bytearray()
+            self._piece = None
             self._position = 0
             raise
         self._length = None
         self._position = end
         return plaintext
 
+    def _keep_rest(self) -> None:
+        # The reader ran dry: keep the unconsumed bytes (less than one record), in our own
+        # buffer, and forget what was consumed. CPython deletes a bytearray's prefix in O(1),
+        # so this never copies a partial record of the buffer back.
+        piece = self._piece
+        if piece is not None:
+            self._buffer = bytearray(piece[self._position :])
+            self._piece = None
+            self._position = 0
+        else:
+            self._compact()
+
     def _compact(self) -> None:
-        # Called when the buffer holds no complete record: forget what was consumed. CPython
-        # deletes a bytearray's prefix in O(1), so this never copies the partial record back.
         if self._position:
             del self._buffer[: self._position]
             self._position = 0
 
 
-def _view(buffer: bytearray, start: int, end: int) -> memoryview:
-    # A window on the buffer without copying it; the caller drops it before the buffer resizes.
-    return memoryview(buffer)[start:end]
+def _view(source: memoryview | bytearray, start: int, end: int) -> memoryview:
+    # A window without copying; the caller drops it before the buffer resizes.
+    return memoryview(source)[start:end]

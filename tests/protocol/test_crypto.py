@@ -139,6 +139,33 @@ def test_records_come_out_whole_from_any_chunking(messages: list[bytes], cuts: l
     assert reader.buffered == 0
 
 
+@settings(max_examples=100)
+@given(
+    plaintexts,
+    st.lists(st.integers(0, 5000), max_size=12),
+    st.lists(st.sampled_from([bytes, bytearray, memoryview]), min_size=13, max_size=13),
+    st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_records_come_out_whole_whatever_the_pieces_are_and_when_they_are_read(
+    messages: list[bytes], cuts: list[int], kinds: list[type], read_now: list[bool]
+) -> None:
+    writer, reader = _pair()
+    stream = b"".join(writer.seal(m) for m in messages)
+    points = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    out = []
+    for (start, end), kind, drain in zip(itertools.pairwise(points), kinds, read_now, strict=False):
+        piece = kind(stream[start:end])
+        reader.feed(piece)
+        if isinstance(piece, bytearray):
+            piece[:] = bytes(len(piece))  # the caller reuses its buffer: the reader kept a copy
+        while drain and (record := reader.next_record()) is not None:
+            out.append(record)
+    while (record := reader.next_record()) is not None:
+        out.append(record)
+    assert out == messages
+    assert reader.buffered == 0
+
+
 def test_the_reader_keeps_no_consumed_bytes() -> None:
     writer, reader = _pair()
     big, following = writer.seal(bytes(60000)), writer.seal(bytes(1000))
