@@ -301,6 +301,13 @@ class Session:
                 await dialer.connect(stream.target, link)
         except TimeoutError:
             raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+        except FlywayError:
+            raise
+        except Exception as exc:  # a plugin's failing dialer must not end the session
+            log.debug("dialing %s failed", stream.target, exc_info=True)
+            raise TargetError(
+                f"dialer failed ({type(exc).__name__}: {exc})", reason=ResetReason.INTERNAL
+            ) from exc
         if link.transport is None:
             raise TargetError(f"dialer {dialer} did not connect", reason=ResetReason.INTERNAL)
 
@@ -317,15 +324,11 @@ class Session:
         link = LocalLink()
         try:
             await self._dial(stream, link)
-        except Exception as exc:  # a plugin's failing dialer must not end the session
-            reason = exc.reason if isinstance(exc, TargetError) else ResetReason.INTERNAL
+        except FlywayError as exc:
             if isinstance(exc, TargetError):
-                stream.error = f"{stream.target}: {exc}"
-            elif isinstance(exc, FlywayError):
-                stream.error = str(exc)
+                stream.error, reason = f"{stream.target}: {exc}", exc.reason
             else:
-                log.debug("dialing %s failed", stream.target, exc_info=True)
-                stream.error = f"{stream.target}: dialer failed ({type(exc).__name__}: {exc})"
+                stream.error, reason = str(exc), ResetReason.INTERNAL
             stream.reset(reason, str(exc))
             self.close_stream(stream)
             if link.transport is not None:
