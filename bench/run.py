@@ -8,9 +8,11 @@ driver on 127.0.0.1:0. One flyway server and one flyway client (with one ``-L`` 
 target) run as separate subprocesses per transport, as users run them; http-squid and
 http-nginx put a real squid or nginx (tests/intermediaries.py) between them. A "bare
 relay" column (bench/bare_relay.py: two plain relay processes chained) shows the latency
-floor of any two-process relay. Every metric is measured against the targets directly
-and then through each tunnel, in turn, so the ratios hold on a noisy machine. See
-bench/README.md for the wire formats, the metrics and the targets.
+floor of any two-process relay, and a "bare ws relay" column (bench/ws_relay.py) the floor
+of two aiohttp WebSocket relay processes, under flyway's ws transport. Every metric is
+measured against the targets directly and then through each tunnel, in turn, so the ratios
+hold on a noisy machine. See bench/README.md for the wire formats, the metrics and the
+targets.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ TRANSPORT_FLAGS: dict[str, list[str]] = {
 VIA: dict[str, str] = {"http-squid": "squid", "http-nginx": "nginx"}
 DEFAULT_TRANSPORTS = ["ws", "http", "http-squid", "http-nginx"]
 BARE = "bare relay"
+BARE_WS = "bare ws relay"  # bench/ws_relay.py: aiohttp WebSocket, nothing of flyway's
 # bench/bare_relay.py variants: MODE -> its flags (protocols + uvloop is the floor)
 BARE_MODES: dict[str, list[str]] = {
     "protocols": [],
@@ -904,14 +907,19 @@ class BareRelay(Tunnel):
     metrics: ClassVar[tuple[str, ...] | None] = ("rtt", "connect")
     flags: list[str] = field(default_factory=list)  # BARE_MODES
 
-    async def start(self, target_ports: dict[str, int]) -> bool:
+    def scripts(self) -> tuple[list[str], list[str]]:
+        """The server's and the client's command line, before their forwarding rules."""
         script = [str(ROOT / "bench" / "bare_relay.py"), *self.flags]
+        return script, script
+
+    async def start(self, target_ports: dict[str, int]) -> bool:
+        server_script, client_script = self.scripts()
         ports = free_ports(2 * len(TARGETS))
         middle, local = ports[: len(TARGETS)], ports[len(TARGETS) :]
         self.server = self._popen(
             [
                 self.python,
-                *script,
+                *server_script,
                 *(f"{m}:{HOST}:{target_ports[n]}" for n, m in zip(TARGETS, middle, strict=True)),
             ],
             self.server_log,
@@ -923,12 +931,25 @@ class BareRelay(Tunnel):
         self.client = self._popen(
             [
                 self.python,
-                *script,
+                *client_script,
                 *(f"{lp}:{HOST}:{m}" for lp, m in zip(local, middle, strict=True)),
             ],
             self.client_log,
         )
         return await self._started(local)
+
+
+@dataclass
+class BareWebSocketRelay(BareRelay):
+    """The reference under ``ws``: bench/ws_relay.py, one aiohttp WebSocket per connection.
+
+    Frames are written and received as flyway's ``ws`` carrier does, with no crypto,
+    multiplexing or flow control, so flyway's cost over this column is its own.
+    """
+
+    def scripts(self) -> tuple[list[str], list[str]]:
+        script = str(ROOT / "bench" / "ws_relay.py")
+        return [script, "server"], [script, "client"]
 
 
 # --------------------------------------------------------------------------- driver
@@ -1245,6 +1266,8 @@ def prepare(args: argparse.Namespace) -> tuple[Plan, list[Tunnel], str] | None:
             tunnels.append(
                 BareRelay(label, BARE, args.python, args.log_dir, None, flags=BARE_MODES[mode])
             )
+        if "ws" in (args.transport or DEFAULT_TRANSPORTS):
+            tunnels.append(BareWebSocketRelay(BARE_WS, BARE_WS, args.python, args.log_dir, None))
     args.hops = Intermediaries(args.log_dir)
     for name in dict.fromkeys(args.transport or DEFAULT_TRANSPORTS):
         via = VIA.get(name, "")
@@ -1622,8 +1645,9 @@ def evaluate_targets(
 
 def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> list[str]:
     """What the bare relay column and the ratios say beside the targets (no verdicts)."""
-    bare_label = next((t.label for t in live if isinstance(t, BareRelay)), "")
+    bare_label = next((t.label for t in live if type(t) is BareRelay), "")
     direct, bare = results.get("direct", {}), results.get(bare_label, {})
+    bare_ws = results.get(BARE_WS, {})
     lines = []
     for metric, word in (("rtt", "64 B round trip"), ("connect", "connect + 1st byte")):
         d, b = direct.get(metric) or {}, bare.get(metric) or {}
@@ -1635,6 +1659,12 @@ def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> l
             if "p50_us" in mine:
                 parts.append(f"{label} {mine['p50_us'] - b['p50_us']:+,.0f} µs over it")
         lines.append(f"{word} p50: " + "; ".join(parts))
+        floor, mine = bare_ws.get(metric) or {}, results.get(TARGET_WS, {}).get(metric) or {}
+        if "p50_us" in floor:
+            parts = [f"{BARE_WS} {floor['p50_us'] - d['p50_us']:+,.0f} µs over direct"]
+            if "p50_us" in mine:
+                parts.append(f"{TARGET_WS} {mine['p50_us'] - floor['p50_us']:+,.0f} µs over it")
+            lines.append(f"{word} p50: " + "; ".join(parts))
     # Duplex against one-way, each as a ratio to direct's own (CPU contention shows here).
     ratios = {}
     for metric, key in (("upload", "mbps"), ("download", "mbps"), ("duplex", "up_mbps")):
@@ -1678,7 +1708,10 @@ def main() -> None:
     parser.add_argument(
         "--no-bare-relay",
         action="store_true",
-        help="leave out the bare relay reference column (bench/bare_relay.py)",
+        help=(
+            "leave out the bare relay reference columns (bench/bare_relay.py, and"
+            " bench/ws_relay.py beside ws)"
+        ),
     )
     parser.add_argument(
         "--bare-relay",
