@@ -1673,6 +1673,14 @@ def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> l
             ratios[metric] = mine[key] / base[key]
             if metric == "duplex":
                 ratios["duplex down"] = mine["down_mbps"] / base["down_mbps"]
+    # The same at-once check on direct TCP: on a machine whose cores are full it fails too.
+    legs = [direct.get(metric) or {} for metric in ("duplex", "upload", "download")]
+    if all("mbps" in leg or "up_mbps" in leg for leg in legs):
+        both = legs[0]["up_mbps"] + legs[0]["down_mbps"]
+        lines.append(
+            f"direct both directions at once: {both:,.0f} MB/s vs {legs[1]['mbps']:,.0f} up,"
+            f" {legs[2]['mbps']:,.0f} down alone"
+        )
     if len(ratios) == 4:
         lines.append(
             f"{TARGET_WS} ratios to direct: duplex up {ratios['duplex']:.2f}\u00d7,"
