@@ -34,6 +34,7 @@ class Local(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ws: Socket = None
         self.pending: list[bytes] = []  # arrived before the WebSocket was up
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -52,7 +53,8 @@ class Local(asyncio.Protocol):
         self._close_ws()
 
     def _close_ws(self) -> None:
-        if self.ws is not None and not self.ws.closed:
+        if self.ws is not None and not self.ws.closed and not self.closing:
+            self.closing = True
             task = asyncio.get_running_loop().create_task(self.ws.close())
             CLOSING.add(task)
             task.add_done_callback(CLOSING.discard)
