@@ -1644,7 +1644,7 @@ def evaluate_targets(
 
 
 def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> list[str]:
-    """What the bare relay column and the ratios say beside the targets (no verdicts)."""
+    """What the reference columns and direct say beside the targets (no verdicts)."""
     bare_label = next((t.label for t in live if type(t) is BareRelay), "")
     direct, bare = results.get("direct", {}), results.get(bare_label, {})
     bare_ws = results.get(BARE_WS, {})
@@ -1674,12 +1674,12 @@ def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> l
             if metric == "duplex":
                 ratios["duplex down"] = mine["down_mbps"] / base["down_mbps"]
     # The same at-once check on direct TCP: on a machine whose cores are full it fails too.
-    legs = [direct.get(metric) or {} for metric in ("duplex", "upload", "download")]
-    if all("mbps" in leg or "up_mbps" in leg for leg in legs):
-        both = legs[0]["up_mbps"] + legs[0]["down_mbps"]
+    at_once, up, down = (direct.get(metric) or {} for metric in ("duplex", "upload", "download"))
+    if "up_mbps" in at_once and "mbps" in up and "mbps" in down:
+        both = at_once["up_mbps"] + at_once["down_mbps"]
         lines.append(
-            f"direct both directions at once: {both:,.0f} MB/s vs {legs[1]['mbps']:,.0f} up,"
-            f" {legs[2]['mbps']:,.0f} down alone"
+            f"direct both directions at once: {both:,.0f} MB/s vs {up['mbps']:,.0f} up,"
+            f" {down['mbps']:,.0f} down alone"
         )
     if len(ratios) == 4:
         lines.append(
