@@ -35,6 +35,7 @@ class Local(asyncio.Protocol):
         self.ws: Socket = None
         self.pending: list[bytes] = []  # arrived before the WebSocket was up
         self.closing = False
+        self.local_done = False  # the TCP side sent its EOF or went away
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -46,10 +47,12 @@ class Local(asyncio.Protocol):
             self.ws._writer._write_websocket_frame(data, aiohttp.WSMsgType.BINARY, 0)
 
     def eof_received(self) -> bool:
+        self.local_done = True
         self._close_ws()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.local_done = True
         self._close_ws()
 
     def _close_ws(self) -> None:
@@ -65,6 +68,8 @@ class Local(asyncio.Protocol):
         for data in self.pending:
             self.data_received(data)
         self.pending.clear()
+        if self.local_done:  # the TCP side finished before the WebSocket was up
+            self._close_ws()
         try:
             async for message in ws:
                 if message.type is not aiohttp.WSMsgType.BINARY or self.transport is None:
