@@ -24,18 +24,20 @@ from collections.abc import Awaitable, Callable, Coroutine
 
 import aiohttp
 
-from flyway_core import CarrierClosed, DialError, TunnelRefused
+from flyway_core import CarrierClosed, DialError, ServerURL, Settings, TunnelRefused
+from flyway_core.tls import client_ssl
 from flyway_http_post.envelope import (
     EnvelopeKeys,
     Kind,
     Request,
     RequestFlags,
     Status,
+    new_session_id,
 )
+from flyway_http_post.limits import PROBE_SECONDS, Limits
 from flyway_http_post.offsets import Outbox, Reassembly
-from flyway_http_post.server import PROBE_SECONDS, Limits, new_session_id
 
-__all__ = ["HttpPostCarrier", "open_carrier"]
+__all__ = ["HttpPostCarrier", "http_client", "open_carrier"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,31 @@ ACTIVE_SECONDS = 2.0  # a second poll is kept outstanding this long after data a
 RETRY_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 Post = Callable[[bytes, float], "contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]"]
+
+
+def http_client(
+    server: ServerURL,
+    settings: Settings,
+    *,
+    proxy: str | None,
+    connections: int = MAX_INFLIGHT + 4,
+    cookies: bool = True,
+) -> aiohttp.ClientSession:
+    """Return an aiohttp client that reaches ``server`` the way the ``http`` transport does.
+
+    TLS for ``https://`` servers comes from ``settings`` (``--ca``, ``--insecure``);
+    without an explicit ``proxy`` the environment's ``http_proxy`` / ``NO_PROXY``
+    apply; bodies are left as they come. With ``cookies`` the client keeps a jar of
+    its own, so a load balancer's sticky cookie keeps one session's requests on
+    one server process and dies with the session.
+    """
+    ssl_context = client_ssl(settings) if server.scheme == "https" else True
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, ssl=ssl_context),
+        cookie_jar=aiohttp.CookieJar(unsafe=True) if cookies else aiohttp.DummyCookieJar(),
+        trust_env=proxy is None,
+        auto_decompress=False,
+    )
 
 
 async def open_carrier(

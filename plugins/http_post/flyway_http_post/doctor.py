@@ -19,8 +19,8 @@ import click
 from flyway_core import ConfigError, FlywayError, ServerURL, Settings, hookimpl
 from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT
 from flyway_http_post.envelope import MAX_HOLD_MS
+from flyway_http_post.limits import Limits
 from flyway_http_post.probes import Findings, measure
-from flyway_http_post.server import Limits
 from flyway_http_post.transport import HttpPostTransport
 
 __all__ = ["Advice", "advise", "register_commands"]

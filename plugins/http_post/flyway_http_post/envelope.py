@@ -32,6 +32,7 @@ __all__ = [
     "Response",
     "ResponseReader",
     "Status",
+    "new_session_id",
 ]
 
 VERSION = 1
@@ -76,10 +77,15 @@ class Status(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Request:
     kind: Kind
-    session: bytes
+    session: bytes  # 16 bytes, from new_session_id()
     up_offset: int = 0
     down_ack: int = 0
     flags: RequestFlags = RequestFlags.NONE
+
+
+def new_session_id() -> bytes:
+    """Return a random session id for a request's header (it only ever travels sealed)."""
+    return os.urandom(16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import aiohttp
 
 from flyway_core import CarrierError, DialError, ServerURL, Settings, TunnelRefused
 from flyway_core.protocol import ClientConnection, derive_master_key
-from flyway_core.tls import client_ssl
+from flyway_http_post.client import http_client
 from flyway_http_post.envelope import (
     EnvelopeKeys,
     Kind,
@@ -31,8 +31,9 @@ from flyway_http_post.envelope import (
     RequestFlags,
     Response,
     Status,
+    new_session_id,
 )
-from flyway_http_post.server import PROBE_SECONDS, new_session_id
+from flyway_http_post.limits import PROBE_SECONDS
 from flyway_http_post.transport import HttpPostTransport
 
 if TYPE_CHECKING:
@@ -223,13 +224,8 @@ async def measure(
     ``ws`` transport to check (None when not installed).
     """
     master = derive_master_key(settings.password)
-    ssl_context = client_ssl(settings) if server.scheme == "https" else True
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=32, ssl=ssl_context),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=transport.proxy is None,
-        auto_decompress=False,
-    ) as http:
+    client = http_client(server, settings, proxy=transport.proxy, connections=32, cookies=False)
+    async with client as http:
         path = _Path(http, transport, server, EnvelopeKeys(master))
         contact, ws = await asyncio.gather(
             _first_contact(path), _check_websocket(websocket, server, master, settings)

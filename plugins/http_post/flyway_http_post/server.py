@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -33,36 +32,23 @@ from flyway_http_post.envelope import (
     Response,
     Status,
 )
+from flyway_http_post.limits import PROBE_SECONDS, Limits
 from flyway_http_post.offsets import Outbox, Reassembly
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import FrontDoor
     from flyway_core.protocol import ServerConnection
 
-__all__ = ["HttpPostServer", "HttpSession", "Limits"]
+__all__ = ["HttpPostServer", "HttpSession"]
 
 log = logging.getLogger(__name__)
 
-PROBE_SECONDS = 0.3  # a PROBE response: one envelope at once, the next this much later
 PROBE_PADDING = 24 << 10  # the first probe envelope is about this big
 STREAM_SECONDS = 20.0  # a streamed response ends after this long...
 STREAM_BYTES = 4 << 20  # ...or this many bytes, so acknowledgements keep coming
 DOWN_LIMIT = 8 << 20  # unacknowledged downlink bytes before the session's writer waits
 UP_REORDER_LIMIT = 16 << 20  # how far ahead of the gap an uplink offset may be (twice
 # what a client keeps unacknowledged), which bounds the early bytes a session holds
-
-
-class Limits:
-    """Sizes and timeouts shared by client and server (from the plugin's options)."""
-
-    def __init__(self, *, max_body: int = 1 << 20, poll_timeout: float = 30.0) -> None:
-        self.max_body = max_body
-        self.poll_timeout = poll_timeout
-
-    @property
-    def dead_after(self) -> float:
-        """Silence after which the other side counts as gone."""
-        return self.poll_timeout + 15.0
 
 
 def _padding() -> int:
@@ -349,8 +335,3 @@ class HttpPostServer:
         return self.keys.seal_response(
             Response(status, session.up_ack, offset), chunk, padding=_padding()
         )
-
-
-def new_session_id() -> bytes:
-    """A random session id (it only ever travels sealed)."""
-    return os.urandom(16)

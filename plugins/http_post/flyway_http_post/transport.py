@@ -11,10 +11,10 @@ import aiohttp
 from flyway_core import ConfigError, ServerURL, Settings
 from flyway_core.interfaces import FrontDoor
 from flyway_core.protocol import derive_master_key
-from flyway_core.tls import client_ssl
-from flyway_http_post.client import MAX_INFLIGHT, HttpPostCarrier, open_carrier
+from flyway_http_post.client import HttpPostCarrier, http_client, open_carrier
 from flyway_http_post.envelope import EnvelopeKeys
-from flyway_http_post.server import HttpPostServer, Limits
+from flyway_http_post.limits import Limits
+from flyway_http_post.server import HttpPostServer
 
 __all__ = ["HttpPostTransport", "parse_headers"]
 
@@ -77,16 +77,7 @@ class HttpPostTransport:
 
     async def dial(self, server: ServerURL, hello: bytes, settings: Settings) -> HttpPostCarrier:
         keys = EnvelopeKeys(derive_master_key(settings.password))
-        ssl_context = client_ssl(settings) if server.scheme == "https" else True
-        connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT + 4, ssl=ssl_context)
-        http = aiohttp.ClientSession(
-            connector=connector,
-            # One jar per session: a load balancer's sticky cookie keeps the
-            # session's requests on one server process, and dies with the session.
-            cookie_jar=aiohttp.CookieJar(unsafe=True),
-            trust_env=self.proxy is None,  # http_proxy / HTTP_PROXY / NO_PROXY
-            auto_decompress=False,
-        )
+        http = http_client(server, settings, proxy=self.proxy)  # one cookie jar per session
 
         def post(
             body: bytes, timeout: float
