@@ -78,7 +78,7 @@ __all__ = [
     "squid_proxy",
 ]
 
-TEMPLATES = Path(__file__).with_name("intermediaries")
+TEMPLATES = Path(__file__).parent
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -125,7 +125,7 @@ def free_port() -> int:
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
-    """Fill ``@NAME@`` placeholders of a template in tests/intermediaries/."""
+    """Fill ``@NAME@`` placeholders of a template in this package."""
     text = (TEMPLATES / template).read_text()
     for name, value in values.items():
         text = text.replace(f"@{name}@", value)
