@@ -1,9 +1,23 @@
-"""The exception types flyway raises at its edges; the CLI turns each into one line."""
+"""The exception types flyway raises at its edges; the CLI turns each into one line.
+
+The protocol's own errors (and the ``FlywayError`` base) live in
+``flyway_core.protocol.errors``, so that the protocol imports nothing outside
+itself; they are re-exported here with the rest.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from flyway_core.protocol.errors import (
+    ConfigError,
+    FlywayError,
+    HandshakeRejected,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 
 __all__ = [
     "CarrierClosed",
@@ -24,39 +38,8 @@ __all__ = [
 ]
 
 
-class FlywayError(Exception):
-    """Base of every error flyway raises on purpose."""
-
-
-class ConfigError(FlywayError):
-    """The user asked for something that cannot work: a bad flag, address or option."""
-
-
 class PluginError(FlywayError):
     """A plugin is broken: a duplicate key, an async hook implementation, an unknown hook."""
-
-
-class ProtocolError(FlywayError):
-    """Something broke the wire protocol's rules; ``code`` is the reset/close reason to send."""
-
-    code: int = 8  # ResetReason.PROTOCOL_ERROR
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-
-class LocalProtocolError(ProtocolError):
-    """We were asked to do something the protocol forbids (our bug or our caller's)."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer sent something the protocol forbids: garbage, a forged record, a window overrun."""
-
-
-class HandshakeRejected(RemoteProtocolError):
-    """A client's first bytes did not open a session: wrong key, stale clock, replay, garbage."""
 
 
 class CarrierError(FlywayError):

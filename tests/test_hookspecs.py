@@ -81,3 +81,20 @@ def test_the_protocol_imports_no_io_module() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+
+
+def test_the_protocol_imports_nothing_of_flyway_outside_itself() -> None:
+    allowed = {"flyway_core.protocol"}
+    for path in (ROOT / "flyway_core" / "protocol").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}: relative import"
+                names = [node.module or ""]
+            for name in names:
+                if name.split(".")[0] == "flyway_core":
+                    assert any(name == a or name.startswith(a + ".") for a in allowed), (
+                        f"{path.name} imports {name}"
+                    )

@@ -7,18 +7,21 @@ documents the bytes.
 
 from __future__ import annotations
 
+from flyway_core.protocol.address import Address, split_host_port
 from flyway_core.protocol.addressing import AddressType
 from flyway_core.protocol.base import Connection
 from flyway_core.protocol.connection import ClientConnection, ServerConnection
 from flyway_core.protocol.constants import (
     CLOCK_SKEW,
     DEFAULT_WINDOW,
+    FRAME_FEATURES,
     INITIAL_WINDOW,
     MAX_DATA,
     MAX_WINDOW,
     MIN_WINDOW,
     PROTOCOL_VERSION,
     CloseReason,
+    Feature,
     FrameType,
     ResetReason,
 )
@@ -29,6 +32,14 @@ from flyway_core.protocol.crypto import (
     Sealer,
     derive_master_key,
     session_keys,
+)
+from flyway_core.protocol.errors import (
+    ConfigError,
+    FlywayError,
+    HandshakeRejected,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
 )
 from flyway_core.protocol.events import (
     CreditAvailable,
@@ -65,6 +76,7 @@ from flyway_core.protocol.replay import ReplayCache
 __all__ = [
     "CLOCK_SKEW",
     "DEFAULT_WINDOW",
+    "FRAME_FEATURES",
     "INITIAL_WINDOW",
     "MAX_DATA",
     "MAX_PLAINTEXT",
@@ -73,27 +85,35 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SALT_SIZE",
     "Accept",
+    "Address",
     "AddressType",
     "Cipher",
     "ClientConnection",
     "Close",
     "CloseReason",
+    "ConfigError",
     "Connection",
     "CreditAvailable",
     "Data",
     "DataReceived",
     "End",
     "Event",
+    "Feature",
+    "FlywayError",
     "Frame",
     "FrameType",
+    "HandshakeRejected",
     "Hello",
+    "LocalProtocolError",
     "Open",
     "Opener",
     "Ping",
     "Pong",
     "PongReceived",
+    "ProtocolError",
     "RecordReader",
     "RecordWriter",
+    "RemoteProtocolError",
     "ReplayCache",
     "Reset",
     "ResetReason",
@@ -112,4 +132,5 @@ __all__ = [
     "encode_frame",
     "max_open_data",
     "session_keys",
+    "split_host_port",
 ]

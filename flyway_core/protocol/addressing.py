@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from enum import IntEnum
 
-from flyway_core.address import Address
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.address import Address
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["AddressType", "address_size", "decode_address", "encode_address"]
 

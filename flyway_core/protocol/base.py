@@ -16,22 +16,29 @@ increase, so a frame for an id above the highest opened one names a stream that 
 dropped. After ``close()``, a Close from the peer, or the idle timeout, no stream survives:
 stream calls raise LocalProtocolError, except ``reset_stream`` and ``acknowledge``, which become
 no-ops so that cleanup code need not check first. A RemoteProtocolError from ``receive_data``
-leaves the connection dead: every later ``receive_data`` raises again, but ``close()`` may
-still queue a Close telling the peer why.
+leaves the connection dead: every later ``receive_data`` raises again; once the session had
+started, the Close telling the peer why is already queued (``data_to_send``).
+
+Features: each end advertises the optional features it speaks (Hello, Welcome); ``features``
+is what both advertised, and a frame of a feature outside it is refused both ways (sending
+raises LocalProtocolError, receiving RemoteProtocolError). A RemoteProtocolError after the
+session started queues Close with the error's code (``ProtocolError.code``).
 
 Liveness: ``_last_received`` moves whenever bytes arrive. With nothing received for
 ``keepalive`` seconds (clients only) ``tick()`` sends a Ping, then another every ``keepalive``
 seconds; with nothing for ``idle_timeout`` seconds it queues Close(IDLE_TIMEOUT) and reports
-SessionClosed.
+SessionClosed. A carrier that notices a dead peer itself turns both off
+(``carrier_watches_liveness``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
-from flyway_core.address import Address
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.address import Address
 from flyway_core.protocol.constants import (
+    FRAME_FEATURES,
     INITIAL_WINDOW,
     MAX_DATA,
     CloseReason,
@@ -39,6 +46,7 @@ from flyway_core.protocol.constants import (
     ResetReason,
 )
 from flyway_core.protocol.crypto import Bytes, Cipher
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
     CreditAvailable,
     DataReceived,
@@ -77,7 +85,13 @@ class Connection:
     _peer: ClassVar[str]
 
     def __init__(
-        self, *, now: float, window: int, idle_timeout: float, keepalive: float | None
+        self,
+        *,
+        now: float,
+        window: int,
+        idle_timeout: float,
+        keepalive: float | None,
+        features: int = 0,
     ) -> None:
         check_window(window, LocalProtocolError)
         if idle_timeout <= 0 or (keepalive is not None and keepalive <= 0):
@@ -97,6 +111,10 @@ class Connection:
         self._started = False
         self._closed = False
         self._error: RemoteProtocolError | None = None
+        if not 0 <= features < 2**32:
+            raise LocalProtocolError("features must fit a u32")
+        self._features = features  # what we advertise
+        self._shared = 0  # what both ends advertised, once the handshake is done
 
     # --- introspection -----------------------------------------------------------------
 
@@ -114,6 +132,11 @@ class Connection:
     def peer_window(self) -> int:
         """The receive window the peer grants us per stream (assumed until it says)."""
         return self._peer_window
+
+    @property
+    def features(self) -> int:
+        """The optional features both ends advertised (``Feature`` bits; 0 before the start)."""
+        return self._shared
 
     @property
     def closed(self) -> bool:
@@ -165,6 +188,9 @@ class Connection:
             self._error = exc
             self._streams.clear()
             self._discard_input()
+            if self._started and not self._closed:  # tell the peer why before hanging up
+                self._closed = True
+                self._send(Close(_close_reason(exc.code), truncate_message(str(exc))))
             raise
 
     def _receive(self, data: Bytes, now: float) -> list[Event]:
@@ -179,6 +205,12 @@ class Connection:
                 break
             frame = decode_frame(plaintext)
             if self._started:
+                needed = FRAME_FEATURES.get(frame.frame_type)
+                if needed is not None and not needed & self._shared:
+                    raise RemoteProtocolError(
+                        f"{frame.frame_type.name} needs the {needed.name} feature,"
+                        " which this session does not use"
+                    )
                 self._handle(frame, now, events)
             else:
                 self._start(frame, events)
@@ -256,6 +288,11 @@ class Connection:
     def _send(self, frame: Frame) -> None:
         if self._writer is None:
             raise LocalProtocolError("the session has not started")
+        needed = FRAME_FEATURES.get(frame.frame_type)
+        if needed is not None and not needed & self._shared:
+            raise LocalProtocolError(
+                f"cannot send {frame.frame_type.name}: the peer did not advertise {needed.name}"
+            )
         self._out.extend(self._writer.seal_parts(encode_frame(frame)))
 
     def _usable(self) -> None:
@@ -326,6 +363,11 @@ class Connection:
         self._last_ping = now
         self._send(Ping((_micros(now) % 2**64).to_bytes(8, "big")))
 
+    def carrier_watches_liveness(self) -> None:
+        """Stop keepalive pings and the idle timeout: the carrier notices a dead peer itself."""
+        self._idle_timeout = math.inf
+        self._keepalive = None
+
     def next_deadline(self) -> float | None:
         """Return when ``tick()`` has something to do, or None once the session is over."""
         if self.closed:
@@ -360,6 +402,13 @@ class Connection:
         self._streams.clear()
         if self._writer is not None:
             self._send(Close(CloseReason(reason), truncate_message(message)))
+
+
+def _close_reason(code: int) -> CloseReason:
+    try:
+        return CloseReason(code)
+    except ValueError:
+        return CloseReason.PROTOCOL_ERROR
 
 
 def _micros(now: float) -> int:

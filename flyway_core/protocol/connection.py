@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import os
 
-from flyway_core.address import Address
-from flyway_core.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.address import Address
 from flyway_core.protocol.base import Connection
 from flyway_core.protocol.constants import (
     DEFAULT_WINDOW,
@@ -33,6 +32,7 @@ from flyway_core.protocol.constants import (
     FrameType,
 )
 from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer, session_keys
+from flyway_core.protocol.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
     CreditAvailable,
     Event,
@@ -70,11 +70,18 @@ class ClientConnection(Connection):
         cipher: Cipher = Cipher.AES_256_GCM,
         idle_timeout: float = 60.0,
         keepalive: float | None = None,
+        features: int = 0,
         salt: bytes | None = None,
         padding: bytes | None = None,
     ) -> None:
         keepalive = idle_timeout / 3 if keepalive is None else keepalive
-        super().__init__(now=now, window=window, idle_timeout=idle_timeout, keepalive=keepalive)
+        super().__init__(
+            now=now,
+            window=window,
+            idle_timeout=idle_timeout,
+            keepalive=keepalive,
+            features=features,
+        )
         salt = os.urandom(SALT_SIZE) if salt is None else salt
         if len(salt) != SALT_SIZE:
             raise LocalProtocolError(f"salt must be {SALT_SIZE} bytes")
@@ -83,7 +90,7 @@ class ClientConnection(Connection):
         self._writer = RecordWriter(Sealer(to_server, cipher))
         self._reader = RecordReader(Opener(to_client, cipher))
         padding = random_padding() if padding is None else padding
-        hello = Hello(PROTOCOL_VERSION, max(0, int(now * 1000)), window, padding)
+        hello = Hello(PROTOCOL_VERSION, max(0, int(now * 1000)), window, features, padding)
         self._out.append(salt + self._writer.seal(encode_frame(hello)))
         self._hello_queued = True
 
@@ -128,6 +135,7 @@ class ClientConnection(Connection):
             raise HandshakeRejected(f"unsupported version {frame.version}")
         check_window(frame.window, HandshakeRejected)
         self._started = True
+        self._shared = self._features & frame.features
         correction = frame.window - self._peer_window
         self._peer_window = frame.window
         events.append(SessionStarted(self._session_cipher, frame.window))
@@ -157,9 +165,12 @@ class ServerConnection(Connection):
         now: float,
         window: int = DEFAULT_WINDOW,
         idle_timeout: float = 60.0,
+        features: int = 0,
         padding: bytes | None = None,
     ) -> None:
-        super().__init__(now=now, window=window, idle_timeout=idle_timeout, keepalive=None)
+        super().__init__(
+            now=now, window=window, idle_timeout=idle_timeout, keepalive=None, features=features
+        )
         self._hello: HelloReader | None = HelloReader(master_key, replay)
         self._padding = padding
 
@@ -185,8 +196,9 @@ class ServerConnection(Connection):
         self._writer = RecordWriter(Sealer(handshake.to_client_key, cipher))
         self._peer_window = hello.window
         self._started = True
+        self._shared = self._features & hello.features
         padding = random_padding() if self._padding is None else self._padding
-        self._send(Welcome(PROTOCOL_VERSION, self._window, padding))
+        self._send(Welcome(PROTOCOL_VERSION, self._window, self._features, padding))
         events: list[Event] = [SessionStarted(cipher, hello.window)]
         return events + super()._receive(b"", now)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 from flyway_core.protocol.records import MAX_PLAINTEXT
 
@@ -17,7 +17,9 @@ __all__ = [
     "MAX_WINDOW",
     "MIN_WINDOW",
     "PROTOCOL_VERSION",
+    "FRAME_FEATURES",
     "CloseReason",
+    "Feature",
     "FrameType",
     "ResetReason",
 ]
@@ -48,6 +50,23 @@ class FrameType(IntEnum):
     PING = 0x09
     PONG = 0x0A
     CLOSE = 0x0B
+
+
+class Feature(IntFlag):
+    """Optional parts of the protocol, advertised in Hello and Welcome as a u32 of bits.
+
+    A session uses a feature only when both ends advertised it, and each end sends a
+    feature's frames only then (``FRAME_FEATURES``); bits an end does not know are
+    ignored, so a new feature needs no version bump. No feature is defined yet: the
+    first will be datagram flows (SOCKS5 UDP ASSOCIATE).
+    """
+
+    NONE = 0
+
+
+# Frames that belong to an optional feature: sent only when both ends advertised it, and
+# a protocol error when received otherwise. Every frame of version 1 is mandatory.
+FRAME_FEATURES: dict[int, Feature] = {}
 
 
 class ResetReason(IntEnum):
@@ -88,6 +107,7 @@ class CloseReason(IntEnum):
     PROTOCOL_ERROR = 1
     IDLE_TIMEOUT = 2
     SHUTDOWN = 3
+    FLOW_CONTROL = 4
 
     def describe(self) -> str:
         """Return a short human text, such as ``idle timeout``."""

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "KEY_SIZE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from flyway_core.address import Address
+from flyway_core.protocol.address import Address
 from flyway_core.protocol.constants import CloseReason, ResetReason
 from flyway_core.protocol.crypto import Cipher
 

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias, TypeVar
 
-from flyway_core.address import Address
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
+from flyway_core.protocol.address import Address
 from flyway_core.protocol.addressing import address_size, decode_address, encode_address
 from flyway_core.protocol.constants import (
     FRAME_HEADER_SIZE,
@@ -25,6 +24,7 @@ from flyway_core.protocol.constants import (
     ResetReason,
 )
 from flyway_core.protocol.crypto import Bytes
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "Accept",
@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 _HEADER = struct.Struct(">BI")
-_HELLO = struct.Struct(">BQI")
-_WELCOME = struct.Struct(">BI")
+_HELLO = struct.Struct(">BQII")  # version, timestamp_ms, window, features
+_WELCOME = struct.Struct(">BII")  # version, window, features
 _U32 = struct.Struct(">I")
 _DATA = int(FrameType.DATA)
 
@@ -78,33 +78,39 @@ def max_open_data(target: Address) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The client's first record: who it is (by the key), when, and what it grants per stream."""
+    """The client's first record: who it is (by the key), when, what it grants per stream,
+    and the optional features it speaks (``Feature`` bits)."""
 
     frame_type: ClassVar[FrameType] = FrameType.HELLO
     version: int
     timestamp_ms: int
     window: int
+    features: int = 0
     padding: bytes = b""
 
     def __post_init__(self) -> None:
         _require(0 <= self.version <= 255, "version must fit a u8")
         _require(0 <= self.timestamp_ms < 2**64, "timestamp must fit a u64")
         _require(0 <= self.window < 2**32, "window must fit a u32")
+        _require(0 <= self.features < 2**32, "features must fit a u32")
         _require(len(self.padding) <= MAX_DATA - _HELLO.size, "padding too long")
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The server's first record: the handshake is accepted; its per-stream receive window."""
+    """The server's first record: the handshake is accepted; its per-stream receive window and
+    the optional features it speaks (``Feature`` bits)."""
 
     frame_type: ClassVar[FrameType] = FrameType.WELCOME
     version: int
     window: int
+    features: int = 0
     padding: bytes = b""
 
     def __post_init__(self) -> None:
         _require(0 <= self.version <= 255, "version must fit a u8")
         _require(0 <= self.window < 2**32, "window must fit a u32")
+        _require(0 <= self.features < 2**32, "features must fit a u32")
         _require(len(self.padding) <= MAX_DATA - _WELCOME.size, "padding too long")
 
 
@@ -241,14 +247,18 @@ def encode_frame(frame: Frame) -> bytes:
             return _HEADER.pack(frame.frame_type, 0) + payload
         case Close(reason, message):
             return _HEADER.pack(FrameType.CLOSE, 0) + bytes([reason]) + message.encode()
-        case Hello(version, timestamp_ms, window, padding):
+        case Hello(version, timestamp_ms, window, features, padding):
             return (
                 _HEADER.pack(FrameType.HELLO, 0)
-                + _HELLO.pack(version, timestamp_ms, window)
+                + _HELLO.pack(version, timestamp_ms, window, features)
                 + padding
             )
-        case Welcome(version, window, padding):
-            return _HEADER.pack(FrameType.WELCOME, 0) + _WELCOME.pack(version, window) + padding
+        case Welcome(version, window, features, padding):
+            return (
+                _HEADER.pack(FrameType.WELCOME, 0)
+                + _WELCOME.pack(version, window, features)
+                + padding
+            )
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover - exhaustive match
 
 
@@ -306,13 +316,13 @@ def _reason_and_message(payload: bytes, enum: type[_Reason], name: str) -> tuple
 
 
 def _decode_hello(_: int, payload: bytes) -> Hello:
-    version, timestamp_ms, window = _HELLO.unpack_from(_at_least(payload, _HELLO.size, "HELLO"))
-    return Hello(version, timestamp_ms, window, payload[_HELLO.size :])
+    fields = _HELLO.unpack_from(_at_least(payload, _HELLO.size, "HELLO"))
+    return Hello(*fields, padding=payload[_HELLO.size :])
 
 
 def _decode_welcome(_: int, payload: bytes) -> Welcome:
-    version, window = _WELCOME.unpack_from(_at_least(payload, _WELCOME.size, "WELCOME"))
-    return Welcome(version, window, payload[_WELCOME.size :])
+    fields = _WELCOME.unpack_from(_at_least(payload, _WELCOME.size, "WELCOME"))
+    return Welcome(*fields, padding=payload[_WELCOME.size :])
 
 
 def _decode_open(stream_id: int, payload: bytes) -> Open:

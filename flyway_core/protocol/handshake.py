@@ -16,9 +16,9 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from flyway_core.errors import HandshakeRejected, ProtocolError, RemoteProtocolError
 from flyway_core.protocol.constants import MAX_WINDOW, MIN_WINDOW, PROTOCOL_VERSION
 from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, session_keys
+from flyway_core.protocol.errors import HandshakeRejected, ProtocolError, RemoteProtocolError
 from flyway_core.protocol.frames import Hello, decode_frame
 from flyway_core.protocol.records import HEADER_SIZE, RecordReader, record_size
 from flyway_core.protocol.replay import ReplayCache

@@ -11,8 +11,8 @@ reader never holds more than one partial record.
 
 from __future__ import annotations
 
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.crypto import TAG_SIZE, Bytes, Opener, Sealer
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "HEADER_SIZE",

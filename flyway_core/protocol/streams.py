@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from flyway_core.errors import LocalProtocolError, RemoteProtocolError
-from flyway_core.protocol.constants import FrameType, ResetReason
+from flyway_core.protocol.constants import CloseReason, FrameType
+from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["HalfState", "Stream"]
 
@@ -122,7 +122,7 @@ class Stream:
         if self.credit + increment > window:
             raise RemoteProtocolError(
                 f"window update on stream {self.stream_id} returns bytes never sent",
-                code=ResetReason.FLOW_CONTROL,
+                code=CloseReason.FLOW_CONTROL,
             )
         self.credit += increment
 
@@ -131,7 +131,7 @@ class Stream:
         if self.buffered + self.unannounced + size > window:
             raise RemoteProtocolError(
                 f"peer overran stream {self.stream_id}'s window of {window} bytes",
-                code=ResetReason.FLOW_CONTROL,
+                code=CloseReason.FLOW_CONTROL,
             )
         self.buffered += size
 

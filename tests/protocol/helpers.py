@@ -14,6 +14,7 @@ from flyway_core.protocol import (
     Frame,
     ReplayCache,
     ServerConnection,
+    encode_frame,
 )
 
 __all__ = [
@@ -58,6 +59,8 @@ class TunnelPair:
         keepalive: float | None = None,
         replay: ReplayCache | None = None,
         salt: bytes | None = SALT,
+        client_features: int = 0,
+        server_features: int = 0,
     ) -> None:
         self.now = now
         self.client = ClientConnection(
@@ -67,6 +70,7 @@ class TunnelPair:
             cipher=cipher,
             idle_timeout=idle_timeout,
             keepalive=keepalive,
+            features=client_features,
             salt=salt,
             padding=b"",
         )
@@ -76,6 +80,7 @@ class TunnelPair:
             now=now,
             window=server_window,
             idle_timeout=idle_timeout,
+            features=server_features,
             padding=b"",
         )
         self.to_server = bytearray()  # in flight from client to server
@@ -123,4 +128,5 @@ def data_of(events: list[Event], stream_id: int) -> bytes:
 
 def inject(conn: Connection, frame: Frame) -> None:
     """Make ``conn`` send ``frame`` whatever its state: the only way to play a rogue peer."""
-    conn._send(frame)
+    assert conn._writer is not None
+    conn._out.extend(conn._writer.seal_parts(encode_frame(frame)))

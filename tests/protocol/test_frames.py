@@ -32,10 +32,15 @@ from flyway_core.protocol.constants import MAX_STREAM_ID
 from flyway_core.protocol.frames import encode_data, truncate_message
 
 GOLDEN: list[tuple[Frame, str]] = [
-    (Hello(1, 0x0102030405060708, 65536), "010000000001010203040506070800010000"),
-    (Hello(1, 5, 1 << 20, b"\xaa\xbb"), "010000000001000000000000000500100000aabb"),
-    (Welcome(1, 1 << 20), "02000000000100100000"),
-    (Welcome(1, 65536, b"\x00"), "0200000000010001000000"),
+    (Hello(1, 0x0102030405060708, 65536), "01000000000101020304050607080001000000000000"),
+    (
+        Hello(1, 5, 1 << 20, padding=b"\xaa\xbb"),
+        "01000000000100000000000000050010000000000000aabb",
+    ),
+    (Hello(1, 5, 1 << 20, 0x80000001), "01000000000100000000000000050010000080000001"),
+    (Welcome(1, 1 << 20), "0200000000010010000000000000"),
+    (Welcome(1, 65536, padding=b"\x00"), "020000000001000100000000000000"),
+    (Welcome(1, 65536, 3), "0200000000010001000000000003"),
     (
         Open(1, Address("example.com", 443), b"hi"),
         "0300000001030b6578616d706c652e636f6d01bb6869",
@@ -94,9 +99,16 @@ frames = st.one_of(
         st.just(1),
         st.integers(0, 2**64 - 1),
         st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
         st.binary(max_size=63),
     ),
-    st.builds(Welcome, st.integers(0, 255), st.integers(0, 2**32 - 1), st.binary(max_size=63)),
+    st.builds(
+        Welcome,
+        st.integers(0, 255),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+        st.binary(max_size=63),
+    ),
     opens(),
     st.builds(Accept, stream_ids),
     st.builds(Data, stream_ids, st.binary(min_size=1, max_size=300)),
@@ -184,6 +196,8 @@ def test_arbitrary_plaintext_decodes_or_raises_remote_protocol_error(plaintext: 
         lambda: Ping(b"short"),
         lambda: Reset(1, ResetReason.INTERNAL, "é" * 101),
         lambda: Hello(256, 0, 65536),
+        lambda: Hello(1, 0, 65536, 2**32),
+        lambda: Welcome(1, 65536, -1),
         lambda: Open(1, Address("example.com", 80), b"x" * 65520),
         lambda: Open(1, Address("a" * 256, 80)),
         lambda: Open(1, Address("", 80)),

@@ -71,7 +71,7 @@ def test_the_hello_is_the_salt_then_one_record() -> None:
     client = ClientConnection(MASTER, now=NOW, salt=SALT, padding=b"\x00" * 7)
     hello = client.hello()
     assert hello[:SALT_SIZE] == SALT
-    assert len(hello) == SALT_SIZE + record_size(5 + 13 + 7)
+    assert len(hello) == SALT_SIZE + record_size(5 + 17 + 7)
     assert client.data_to_send() == b""
     with pytest.raises(LocalProtocolError):
         client.hello()
@@ -222,7 +222,9 @@ def test_a_slow_authentic_hello_is_held_within_one_record() -> None:
     to_server, _ = session_keys(MASTER, SALT, Cipher.AES_256_GCM)
     hello = _hello()
     record = RecordWriter(Sealer(to_server, Cipher.AES_256_GCM)).seal(
-        encode_frame(Hello(hello.version, hello.timestamp_ms, hello.window, bytes(65535 - 18)))
+        encode_frame(
+            Hello(hello.version, hello.timestamp_ms, hello.window, padding=bytes(65535 - 22))
+        )
     )
     assert len(SALT + record) == SALT_SIZE + MAX_RECORD
     server = _server()

@@ -40,7 +40,7 @@ def _example() -> dict[str, str]:
         "s2c key": to_client.hex(),
         "plaintext": encode_frame(Hello(1, int(NOW * 1000), DEFAULT_WINDOW)).hex(),
         "salt": first[:32].hex(),
-        "seal(0x0012)": first[32:50].hex(),
+        "seal(0x0016)": first[32:50].hex(),
         "seal(Hello)": first[50:].hex(),
         "record": server.data_to_send().hex(),
     }

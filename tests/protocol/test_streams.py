@@ -196,7 +196,8 @@ def test_a_peer_that_overruns_its_window_is_a_flow_control_error() -> None:
     pair.client.send_data(stream_id, b"x" * (MIN_WINDOW + 1))
     with pytest.raises(RemoteProtocolError) as caught:
         pair.deliver_to_server()
-    assert caught.value.code == ResetReason.FLOW_CONTROL
+    assert caught.value.code == CloseReason.FLOW_CONTROL
+    assert pair.deliver_to_client() == [SessionClosed(CloseReason.FLOW_CONTROL, str(caught.value))]
 
 
 def test_a_window_update_for_bytes_never_sent_is_a_flow_control_error() -> None:
@@ -206,7 +207,8 @@ def test_a_window_update_for_bytes_never_sent_is_a_flow_control_error() -> None:
     inject(pair.server, Window(stream_id, 1))
     with pytest.raises(RemoteProtocolError) as caught:
         pair.deliver_to_client()
-    assert caught.value.code == ResetReason.FLOW_CONTROL
+    assert caught.value.code == CloseReason.FLOW_CONTROL
+    assert pair.deliver_to_server() == [SessionClosed(CloseReason.FLOW_CONTROL, str(caught.value))]
 
 
 @pytest.mark.parametrize(
@@ -244,7 +246,7 @@ def test_data_after_the_peer_ended_is_a_protocol_error() -> None:
         pair.deliver_to_server()
 
 
-def test_a_failed_connection_stays_failed_but_may_still_say_goodbye() -> None:
+def test_a_failed_connection_stays_failed_and_tells_the_peer_why() -> None:
     pair = _started()
     inject(pair.client, Data(9, b"x"))
     with pytest.raises(RemoteProtocolError):
@@ -254,9 +256,9 @@ def test_a_failed_connection_stays_failed_but_may_still_say_goodbye() -> None:
         pair.server.receive_data(b"", pair.now)
     with pytest.raises(LocalProtocolError):
         pair.server.ping(pair.now)
-    pair.server.close(CloseReason.PROTOCOL_ERROR, "stream 9 was never opened")
+    pair.server.close(CloseReason.NORMAL, "a later close adds nothing")
     assert pair.deliver_to_client() == [
-        SessionClosed(CloseReason.PROTOCOL_ERROR, "stream 9 was never opened")
+        SessionClosed(CloseReason.PROTOCOL_ERROR, "DATA for stream 9, which was never opened")
     ]
 
 
