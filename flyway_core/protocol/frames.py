@@ -316,13 +316,15 @@ def _reason_and_message(payload: bytes, enum: type[_Reason], name: str) -> tuple
 
 
 def _decode_hello(_: int, payload: bytes) -> Hello:
-    fields = _HELLO.unpack_from(_at_least(payload, _HELLO.size, "HELLO"))
-    return Hello(*fields, padding=payload[_HELLO.size :])
+    version, timestamp_ms, window, features = _HELLO.unpack_from(
+        _at_least(payload, _HELLO.size, "HELLO")
+    )
+    return Hello(version, timestamp_ms, window, features, payload[_HELLO.size :])
 
 
 def _decode_welcome(_: int, payload: bytes) -> Welcome:
-    fields = _WELCOME.unpack_from(_at_least(payload, _WELCOME.size, "WELCOME"))
-    return Welcome(*fields, padding=payload[_WELCOME.size :])
+    version, window, features = _WELCOME.unpack_from(_at_least(payload, _WELCOME.size, "WELCOME"))
+    return Welcome(version, window, features, payload[_WELCOME.size :])
 
 
 def _decode_open(stream_id: int, payload: bytes) -> Open:
