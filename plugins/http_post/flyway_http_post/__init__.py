@@ -10,7 +10,6 @@ import click
 
 from flyway_core import Settings, hookimpl
 from flyway_http_post.auto import AutoTransport
-from flyway_http_post.doctor import register_commands as register_commands
 from flyway_http_post.transport import HttpPostTransport
 
 __all__ = ["AutoTransport", "HttpPostTransport"]

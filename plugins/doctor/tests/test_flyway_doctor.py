@@ -1,5 +1,5 @@
-"""flyway doctor and --auto against real servers on 127.0.0.1: what passes, what is refused,
-what is recommended, and one clear line when the server cannot be asked."""
+"""flyway doctor against real servers on 127.0.0.1: what passes, what is refused, what is
+recommended, and one clear line when the server cannot be asked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -20,17 +19,15 @@ import flyway_websocket
 import pytest
 from aiohttp import web
 from click.testing import CliRunner, Result
-from flyway_http_post import AutoTransport, HttpPostTransport
-from flyway_http_post.doctor import advise
+from flyway_doctor.advice import advise
+from flyway_doctor.probes import BodyCheck, Findings, IdleCheck, StreamingCheck, WebSocketCheck
+from flyway_http_post import HttpPostTransport
 from flyway_http_post.envelope import EnvelopeKeys, Kind, PingInfo, Request
-from flyway_http_post.probes import BodyCheck, Findings, IdleCheck, StreamingCheck, WebSocketCheck
-from pairs import hashed_exchange, run_pair
 
-from flyway_core import Address, ConfigError, ServerURL, Settings, TunnelRefused
-from flyway_core.cli import _pick_transport, build_cli
-from flyway_core.events import SessionUp
+from flyway_core import Address, Settings
+from flyway_core.cli import build_cli
 from flyway_core.plugins import Plugins, make_plugin_manager
-from flyway_core.protocol import ClientConnection, derive_master_key
+from flyway_core.protocol import derive_master_key
 from flyway_core.server import FlywayServer
 
 if TYPE_CHECKING:
@@ -301,85 +298,3 @@ async def test_a_ping_touches_no_session_and_reports_the_server_limits() -> None
         )
         async with asyncio.timeout(5), http.post(url, data=wrong) as response:
             assert response.status == 404  # not ours: the fallback answers
-
-
-# --- --auto -----------------------------------------------------------------------------
-
-
-def _hello(password: str = "pw") -> bytes:
-    return ClientConnection(derive_master_key(password), now=time.time()).hello()
-
-
-def _auto(**options: Any) -> AutoTransport:
-    settings = Settings(password="pw", options=options)
-    transport = Plugins(make_plugin_manager(blocked=["console"])).transport("auto", settings)
-    assert isinstance(transport, AutoTransport)
-    return transport
-
-
-async def test_auto_dials_websocket_when_it_passes() -> None:
-    auto = _auto()
-    async with flyway_server() as port:
-        assert auto.keepalive is True
-        async with asyncio.timeout(10):
-            carrier = await auto.dial(ServerURL("http", "127.0.0.1", port), _hello(), Settings())
-            await carrier.close()
-    assert isinstance(carrier, flyway_websocket.WebSocketCarrier)
-    assert auto.chosen is not None and auto.chosen.name == "ws"
-    assert auto.keepalive is True
-
-
-async def test_auto_falls_back_to_http_post_and_stays_quiet_after() -> None:
-    auto = _auto()
-    settings = Settings(password="pw")
-    async with flyway_server(only_http) as port:
-        server = ServerURL("http", "127.0.0.1", port)
-        async with asyncio.timeout(10):
-            assert auto.keepalive is True  # this dial may still end on WebSocket
-            carrier = await auto.dial(server, _hello(), settings)
-            await carrier.close()
-            assert auto.chosen is auto.http
-            assert auto.keepalive is False  # HTTP POST from now on: no keepalive pings
-            carrier = await auto.dial(server, _hello(), settings)
-            await carrier.close()
-
-
-async def test_auto_without_the_websocket_plugin_uses_http_post(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("FLYWAY_DISABLE_PLUGINS", "websocket")
-    auto = _auto()
-    async with flyway_server(only_http) as port, asyncio.timeout(10):
-        auto.keepalive  # noqa: B018  (the core reads it before each dial)
-        carrier = await auto.dial(
-            ServerURL("http", "127.0.0.1", port), _hello(), Settings(password="pw")
-        )
-        await carrier.close()
-    assert auto.chosen is auto.http and auto.keepalive is False
-
-
-async def test_auto_with_a_wrong_password_is_refused() -> None:
-    async with flyway_server() as port, asyncio.timeout(10):
-        with pytest.raises(TunnelRefused, match="wrong password"):
-            await _auto().dial(
-                ServerURL("http", "127.0.0.1", port), _hello("wrong"), Settings(password="wrong")
-            )
-
-
-async def test_a_tunnel_over_auto_moves_bytes(echo_server: Address) -> None:
-    async with run_pair([echo_server], transport="auto") as pair, asyncio.timeout(10):
-        sent, echoed, *_ = await hashed_exchange(pair.local(echo_server), 1 << 20)
-        assert sent == echoed
-        assert pair.tunnel.transport.chosen.name == "ws"  # type: ignore[attr-defined]
-    (up,) = [e for e in pair.client_events if isinstance(e, SessionUp)]
-    assert up.transport == "ws (auto)"  # the console says "over ws (auto)"
-
-
-def test_the_core_selects_a_transport_by_its_long_flag() -> None:
-    plugins = Plugins(make_plugin_manager(blocked=["console"]))
-    params = {"websocket": False, "kcp": False, "transport": None}
-    settings = Settings(password="pw", options={"auto": True})
-    assert _pick_transport(plugins, settings, params).name == "auto"
-    with pytest.raises(ConfigError, match="choose one transport: -w, --auto"):
-        _pick_transport(plugins, settings, {**params, "websocket": True})
-    assert _pick_transport(plugins, Settings(password="pw"), params).name == "http"

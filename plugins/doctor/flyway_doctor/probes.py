@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
-
-from flyway_core import CarrierError, DialError, ServerURL, Settings, TunnelRefused
-from flyway_core.protocol import ClientConnection, derive_master_key
 from flyway_http_post.client import http_client
 from flyway_http_post.envelope import (
     EnvelopeKeys,
@@ -35,6 +32,9 @@ from flyway_http_post.envelope import (
 )
 from flyway_http_post.limits import PROBE_SECONDS
 from flyway_http_post.transport import HttpPostTransport
+
+from flyway_core import CarrierError, DialError, ServerURL, Settings, TunnelRefused
+from flyway_core.protocol import ClientConnection, derive_master_key
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Transport

@@ -1,97 +1,24 @@
-"""``flyway doctor URL``: a self-test through the user's proxy or CDN, and what it recommends.
+"""What ``flyway doctor`` recommends from its measurements, and the table that shows it.
 
-The measurements are in :mod:`flyway_http_post.probes`; this module turns them
+The measurements are in :mod:`flyway_doctor.probes`; this module turns them
 into a transport, option values and the exact client command, and prints them
-(a rich table, or ``--json`` with stable keys).
+as a rich table (``--json`` prints the same data with stable keys).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import shlex
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import click
-
-from flyway_core import ConfigError, FlywayError, ServerURL, Settings, hookimpl
-from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT
-from flyway_http_post.envelope import MAX_HOLD_MS
 from flyway_http_post.limits import Limits
-from flyway_http_post.probes import Findings, measure
-from flyway_http_post.transport import HttpPostTransport
 
-__all__ = ["Advice", "advise", "register_commands"]
+from flyway_core.settings import DEFAULT_IDLE_TIMEOUT
+from flyway_doctor.probes import Findings
+
+__all__ = ["Advice", "advise", "show"]
 
 FORWARD = ("-L", "LPORT:HOST:HPORT")  # placeholder in the printed client command
-
-
-@hookimpl
-def register_commands(cli: click.Group) -> None:
-    @cli.command(name="doctor")
-    @click.argument("url")
-    @click.option("-p", "--password", envvar="FLYWAY_PASSWORD", help="Shared password.")
-    @click.option("--proxy", metavar="URL", help="Through this HTTP proxy (as the client would).")
-    @click.option("-H", "headers", multiple=True, metavar="KEY=VALUE", help="Extra header.")
-    @click.option("-U", "url_path", metavar="PATH", help="Request path (as the client's -U).")
-    @click.option("--ca", metavar="FILE", help="Trust this CA for an https:// server.")
-    @click.option("--insecure", is_flag=True, help="Do not verify an https:// server.")
-    @click.option(
-        "--max-idle",
-        type=click.FloatRange(1, MAX_HOLD_MS / 1000),
-        default=60.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="Longest idle request to try.",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable keys).")
-    def doctor(
-        url: str,
-        password: str | None,
-        proxy: str | None,
-        headers: tuple[str, ...],
-        url_path: str | None,
-        ca: str | None,
-        insecure: bool,
-        max_idle: float,
-        as_json: bool,
-    ) -> None:
-        """Measure what the path to a flyway server passes; recommend transport and settings."""
-        from rich.console import Console
-        from rich.markup import escape
-
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
-        passthrough = [
-            *(["--proxy", proxy] if proxy else []),
-            *(a for h in headers for a in ("-H", h)),
-        ]
-        passthrough += ["-U", url_path] if url_path else []
-        tls = [*(["--ca", ca] if ca else []), *(["--insecure"] if insecure else [])]
-        options = {"http_proxy_url": proxy, "http_headers": headers, "url_path": url_path}
-        settings = Settings(
-            password=password or "", options={**options, "ca": ca, "insecure": insecure}
-        )
-        try:
-            if not password:
-                raise ConfigError("a password is needed: -p PASSWORD or FLYWAY_PASSWORD")
-            server = ServerURL.parse(url, default_port=DEFAULT_PORT)
-            transport = HttpPostTransport.from_settings(settings)
-            plugins = getattr(cli, "plugins", None)
-            websocket = plugins.transports(settings).get("ws") if plugins is not None else None
-            with err.status(f"flyway doctor: measuring {server} (up to {max_idle:g} s)"):
-                found = asyncio.run(
-                    measure(server, settings, transport, websocket, max_idle=max_idle)
-                )
-        except FlywayError as exc:
-            err.print(f"[bold red]flyway:[/] {escape(str(exc))}")
-            sys.exit(2 if isinstance(exc, ConfigError) else 1)
-        advice = advise(found, url, passthrough, tls)
-        if as_json:
-            click.echo(json.dumps({**asdict(found), "recommendation": asdict(advice)}, indent=2))
-        else:
-            _show(found, advice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +149,8 @@ def _option(name: str, value: float) -> str:
     return f"{name} {text}" + (" (default)" if value == default[name] else "")
 
 
-def _show(d: Findings, advice: Advice) -> None:
+def show(d: Findings, advice: Advice) -> None:
+    """Print the findings as a table, then the commands to use."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
