@@ -8,17 +8,27 @@ Key schedule (see ``docs/PROTOCOL.md``)::
 
 Every AEAD operation in one direction uses the next value of a 96-bit big-endian counter as
 its nonce, starting at 0, so a nonce is never used twice under one key.
+
+Self-contained packets (HTTP envelopes, KCP datagrams), which may be lost, repeated or
+reordered, cannot share a counter, so each is sealed under a key of its own instead::
+
+    label key  = HKDF-SHA256(master, salt=none, info=b"flyway/v1 " + label, length=32)
+    packet key = HKDF-Expand-SHA256(label key, info=packet salt, length=32)
+    packet     = packet salt (16 random bytes) || AES-256-GCM(packet key, nonce=0, plaintext, ad)
+
+(``PacketSealer``). A key is used for one packet only, so the fixed nonce is never reused.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -28,11 +38,14 @@ __all__ = [
     "MASTER_KEY_SALT",
     "MAX_OPERATIONS",
     "NONCE_SIZE",
+    "PACKET_OVERHEAD",
+    "PACKET_SALT_SIZE",
     "SALT_SIZE",
     "TAG_SIZE",
     "Bytes",
     "Cipher",
     "Opener",
+    "PacketSealer",
     "Sealer",
     "derive_master_key",
     "session_keys",
@@ -44,6 +57,9 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 MASTER_KEY_SALT = b"flyway/v1 master key"
 MAX_OPERATIONS = 2**64  # AEAD operations per key; the nonce counter never reaches this
+PACKET_SALT_SIZE = 16
+PACKET_OVERHEAD = PACKET_SALT_SIZE + TAG_SIZE  # what PacketSealer.seal adds to a plaintext
+_ZERO_NONCE = bytes(NONCE_SIZE)
 
 _SCRYPT_N = 2**15
 _SCRYPT_R = 8
@@ -148,3 +164,46 @@ class Opener:
             return self._aead.decrypt(counter.to_bytes(NONCE_SIZE, "big"), sealed, None)
         except InvalidTag:
             raise RemoteProtocolError("authentication failed") from None
+
+
+class PacketSealer:
+    """Seal and open self-contained packets, each under a key of its own (module docstring).
+
+    One instance serves both directions: what a packet's key depends on is its random salt,
+    so either end opens what the other sealed. A packet that fails authentication is a
+    RemoteProtocolError; the caller decides whether that means silence or a fallback.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, master: bytes, label: bytes) -> None:
+        if len(master) != KEY_SIZE:
+            raise LocalProtocolError(f"master key must be {KEY_SIZE} bytes, not {len(master)}")
+        self._key = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=b"flyway/v1 " + label
+        ).derive(master)
+
+    def _aead(self, salt: Bytes) -> AESGCM:
+        info = bytes(salt)
+        key = HKDFExpand(algorithm=hashes.SHA256(), length=KEY_SIZE, info=info).derive(self._key)
+        return AESGCM(key)
+
+    def seal(self, plaintext: Bytes, associated: Bytes = b"") -> bytes:
+        """Return ``salt || ciphertext || tag`` (``PACKET_OVERHEAD`` bytes more than ``plaintext``).
+
+        ``associated`` is authenticated, not sent: the opener must pass the same bytes.
+        """
+        salt = os.urandom(PACKET_SALT_SIZE)
+        return salt + self._aead(salt).encrypt(_ZERO_NONCE, plaintext, associated or None)
+
+    def open(self, packet: Bytes, associated: Bytes = b"") -> bytes:
+        """Return the plaintext of a sealed packet; RemoteProtocolError if it is not authentic."""
+        if len(packet) < PACKET_OVERHEAD:
+            raise RemoteProtocolError(f"packet of {len(packet)} bytes is shorter than its seal")
+        view = memoryview(packet)
+        try:
+            return self._aead(view[:PACKET_SALT_SIZE]).decrypt(
+                _ZERO_NONCE, view[PACKET_SALT_SIZE:], associated or None
+            )
+        except InvalidTag:
+            raise RemoteProtocolError("packet authentication failed") from None

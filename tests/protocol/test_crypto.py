@@ -20,7 +20,7 @@ from flyway_core.protocol import (
     derive_master_key,
     session_keys,
 )
-from flyway_core.protocol.crypto import MAX_OPERATIONS
+from flyway_core.protocol.crypto import MAX_OPERATIONS, PACKET_OVERHEAD, PacketSealer
 from flyway_core.protocol.records import HEADER_SIZE, MAX_RECORD, record_size
 
 
@@ -185,3 +185,49 @@ def test_an_empty_record_is_refused_and_the_reader_stays_dead() -> None:
         reader.next_record()
     with pytest.raises(RemoteProtocolError):
         reader.next_record()
+
+
+# --- the per-packet sealer --------------------------------------------------------------
+
+
+def test_a_sealed_packet_opens_with_the_same_label_and_nothing_else() -> None:
+    sealer = PacketSealer(MASTER, b"test label")
+    packet = sealer.seal(b"hello packet", b"context")
+    assert len(packet) == len(b"hello packet") + PACKET_OVERHEAD
+    assert PacketSealer(MASTER, b"test label").open(packet, b"context") == b"hello packet"
+    with pytest.raises(RemoteProtocolError):
+        PacketSealer(MASTER, b"other label").open(packet, b"context")
+    with pytest.raises(RemoteProtocolError):
+        sealer.open(packet, b"other context")
+    with pytest.raises(RemoteProtocolError):
+        PacketSealer(bytes(32), b"test label").open(packet, b"context")
+
+
+def test_every_bit_of_a_packet_is_authenticated() -> None:
+    sealer = PacketSealer(MASTER, b"test label")
+    packet = sealer.seal(b"abc")
+    for index in range(len(packet)):
+        flipped = bytearray(packet)
+        flipped[index] ^= 0x01
+        with pytest.raises(RemoteProtocolError):
+            sealer.open(bytes(flipped))
+    for size in range(PACKET_OVERHEAD):
+        with pytest.raises(RemoteProtocolError):
+            sealer.open(packet[:size])
+
+
+def test_the_same_plaintext_never_seals_to_the_same_packet() -> None:
+    sealer = PacketSealer(MASTER, b"test label")
+    assert len({sealer.seal(b"same") for _ in range(50)}) == 50
+
+
+def test_a_packet_is_sealed_as_docs_protocol_describes() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+    packet = PacketSealer(MASTER, b"http envelope").seal(b"plaintext", b"ad")
+    salt, body = packet[:16], packet[16:]
+    label_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"flyway/v1 http envelope").derive(MASTER)
+    key = HKDFExpand(hashes.SHA256(), 32, info=salt).derive(label_key)
+    assert AESGCM(key).decrypt(bytes(12), body, b"ad") == b"plaintext"

@@ -1,8 +1,9 @@
 """Envelopes: the small sealed header on every request and response body (sans-I/O).
 
-A body is ``salt(16) | sealed header | payload | padding``. The header is sealed
-with AES-256-GCM under a key used once: HKDF-Expand(envelope key, info=salt),
-where the envelope key comes from the master key. It carries the session id,
+A body is ``sealed header | payload | padding``. The header is one packet of the
+protocol's per-packet sealer (``flyway_core.protocol.PacketSealer``, label
+``http envelope``: a random 16-byte salt, then the header under a key used for
+it alone; ``docs/PROTOCOL.md`` section 11). It carries the session id,
 offsets and sizes, so nothing an observer sees repeats between requests: no
 session id, sequence number or length field sits in the clear. The payload is
 the session's own sealed records (already authenticated), or a hello.
@@ -16,10 +17,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+from flyway_core.protocol import PacketSealer, RemoteProtocolError
+from flyway_core.protocol.crypto import PACKET_OVERHEAD
 
 __all__ = [
     "ENVELOPE_OVERHEAD",
@@ -36,12 +35,9 @@ __all__ = [
 ]
 
 VERSION = 1
-SALT = 16
-TAG = 16
 _REQUEST = struct.Struct(">BB16sQQBHI")  # version kind session up_offset down_ack flags pad len
 _RESPONSE = struct.Struct(">BBQQHI")  # version status up_ack down_offset pad len
-_ZERO_NONCE = bytes(12)
-ENVELOPE_OVERHEAD = SALT + _REQUEST.size + TAG + 0xFFFF  # the most a payload can grow by
+ENVELOPE_OVERHEAD = PACKET_OVERHEAD + _REQUEST.size + 0xFFFF  # the most a payload can grow by
 
 
 class Kind(IntEnum):
@@ -122,18 +118,17 @@ class EnvelopeKeys:
     """Seals and opens envelopes for one password."""
 
     def __init__(self, master_key: bytes) -> None:
-        self._key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"flyway/v1 http envelope"
-        ).derive(master_key)
-
-    def _aead(self, salt: bytes) -> AESGCM:
-        key = HKDFExpand(algorithm=hashes.SHA256(), length=32, info=salt).derive(self._key)
-        return AESGCM(key)
+        self._sealer = PacketSealer(master_key, b"http envelope")
 
     def _seal(self, header: bytes, payload: bytes, padding: int) -> bytes:
-        salt = os.urandom(SALT)
-        sealed = self._aead(salt).encrypt(_ZERO_NONCE, header, None)
-        return b"".join((salt, sealed, payload, os.urandom(padding)))
+        return b"".join((self._sealer.seal(header), payload, os.urandom(padding)))
+
+    def open_header(self, sealed: bytes) -> bytes | None:
+        """Return a sealed header's plaintext, or None when it is not ours."""
+        try:
+            return self._sealer.open(sealed)
+        except RemoteProtocolError:
+            return None
 
     def seal_request(self, request: Request, payload: bytes = b"", *, padding: int = 0) -> bytes:
         header = _REQUEST.pack(
@@ -150,12 +145,11 @@ class EnvelopeKeys:
 
     def open_request(self, body: bytes) -> tuple[Request, bytes] | None:
         """Return the request and its payload, or None when ``body`` is not ours."""
-        end = SALT + _REQUEST.size + TAG
+        end = PACKET_OVERHEAD + _REQUEST.size
         if len(body) < end:
             return None
-        try:
-            header = self._aead(body[:SALT]).decrypt(_ZERO_NONCE, body[SALT:end], None)
-        except InvalidTag:
+        header = self.open_header(body[:end])
+        if header is None:
             return None
         version, kind, session, up_offset, down_ack, flags, padding, size = _REQUEST.unpack(header)
         if version != VERSION or kind not in Kind._value2member_map_:
@@ -188,16 +182,14 @@ class ResponseReader:
         """Add bytes; return the envelopes they complete. ValueError if not ours."""
         self._buffer += data
         out: list[tuple[Response, bytes]] = []
-        end = SALT + _RESPONSE.size + TAG
+        end = PACKET_OVERHEAD + _RESPONSE.size
         while True:
             if self._header is None:
                 if len(self._buffer) < end:
                     return out
-                salt, sealed = bytes(self._buffer[:SALT]), bytes(self._buffer[SALT:end])
-                try:
-                    header = self._keys._aead(salt).decrypt(_ZERO_NONCE, sealed, None)
-                except InvalidTag:
-                    raise ValueError("response envelope failed authentication") from None
+                header = self._keys.open_header(bytes(self._buffer[:end]))
+                if header is None:
+                    raise ValueError("response envelope failed authentication")
                 version, status, up_ack, down_offset, padding, size = _RESPONSE.unpack(header)
                 if version != VERSION or status not in Status._value2member_map_:
                     raise ValueError(f"unexpected response envelope (version {version})")
