@@ -7,11 +7,11 @@ import base64
 import time
 
 import aiohttp
-from pairs import hashed_exchange, run_pair, wait_for
 
 from flyway_core import Address, Settings
 from flyway_core.events import DialFailed, SessionDown, TunnelRejected
 from flyway_core.protocol import ClientConnection, derive_master_key
+from flyway_core.testing import hashed_exchange, run_pair, wait_for
 
 
 async def _fetch(url: str, **kwargs: object) -> tuple[int, dict[str, str], bytes]:

@@ -15,10 +15,10 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
-from pairs import forwarding, hashed_exchange, serving
 
 from flyway_core import Address, ServerURL, Settings
 from flyway_core.events import Event, SessionUp
+from flyway_core.testing import forwarding, hashed_exchange, serving
 
 if TYPE_CHECKING:
     from intermediaries import BalancerFactory

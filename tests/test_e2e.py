@@ -7,11 +7,10 @@ import hashlib
 import os
 
 import pytest
-from pairs import hashed_exchange, run_pair, wait_for
 
 from flyway_core import Address, Settings
 from flyway_core.events import StreamDown
-from flyway_core.testing import EchoServer
+from flyway_core.testing import EchoServer, hashed_exchange, run_pair, wait_for
 
 TRANSPORTS = ["ws", "http"]
 

@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pairs import hashed_exchange, run_pair, wait_for
 
 from flyway_core import Address, ConfigError, Settings
 from flyway_core.events import DialFailed
+from flyway_core.testing import hashed_exchange, run_pair, wait_for
 from flyway_core.tls import client_ssl, server_ssl
 
 

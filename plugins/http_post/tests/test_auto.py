@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import flyway_websocket
 import pytest
 from flyway_http_post import AutoTransport, HttpPostTransport
-from pairs import hashed_exchange, run_pair
 
 from flyway_core import Address, ConfigError, ServerURL, Settings, TunnelRefused
 from flyway_core.cli import _pick_transport
@@ -20,6 +19,7 @@ from flyway_core.events import SessionUp
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ClientConnection, derive_master_key
 from flyway_core.server import FlywayServer
+from flyway_core.testing import hashed_exchange, run_pair
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Transport

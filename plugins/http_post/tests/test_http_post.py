@@ -12,11 +12,11 @@ import pytest
 from flyway_http_post import HttpPostTransport
 from flyway_http_post.envelope import EnvelopeKeys, Kind, Request
 from flyway_http_post.server import HttpSession
-from pairs import hashed_exchange, run_pair, wait_for
 
 from flyway_core import Address, Settings
 from flyway_core.events import DialFailed, SessionDown, SessionUp
 from flyway_core.protocol import ClientConnection, derive_master_key
+from flyway_core.testing import hashed_exchange, run_pair, wait_for
 
 POLL = 1.0  # a short long-poll timeout, so the tests see several polls
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from pairs import hashed_exchange, run_pair
-
 from flyway_core import Address, Settings
 from flyway_core.events import SessionDown, SessionUp
+from flyway_core.testing import hashed_exchange, run_pair
 
 if TYPE_CHECKING:
     from intermediaries import NginxFactory

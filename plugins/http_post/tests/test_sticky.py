@@ -7,9 +7,9 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from pairs import hashed_exchange, run_pair
 
 from flyway_core import Address
+from flyway_core.testing import hashed_exchange, run_pair
 
 
 class StickyBalancer:

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-from pairs import Running, hashed_exchange, run_pair
 
 from flyway_core import Address, Settings
-from flyway_core.testing import EchoServer
+from flyway_core.testing import EchoServer, Running, hashed_exchange, run_pair
 
 if TYPE_CHECKING:
     from intermediaries import FaultRelay, FaultRelayFactory, NginxFactory

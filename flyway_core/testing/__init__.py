@@ -4,6 +4,11 @@ Fixtures: ``pm`` (a fresh plugin manager without entry points), ``plugins``
 (its façade), ``settings``, ``echo_server`` (an echo service on 127.0.0.1) and
 ``tunnel`` (a client tunnel joined in memory to a server front door that dials
 targets with the built-in direct dialer).
+
+Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the
+fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
+every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
+a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``.
 """
 
 from __future__ import annotations
@@ -20,8 +25,27 @@ from flyway_core.memory import MemoryTransport
 from flyway_core.plugins import FlywayPluginManager, Plugins, make_plugin_manager
 from flyway_core.server import FlywayServer
 from flyway_core.settings import Settings
+from flyway_core.testing.pairs import (
+    Relay,
+    Running,
+    forwarding,
+    hashed_exchange,
+    run_pair,
+    serving,
+    wait_for,
+)
 
-__all__ = ["EchoServer", "joined_tunnel"]
+__all__ = [
+    "EchoServer",
+    "Relay",
+    "Running",
+    "forwarding",
+    "hashed_exchange",
+    "joined_tunnel",
+    "run_pair",
+    "serving",
+    "wait_for",
+]
 
 TEST_PASSWORD = "test password"
 

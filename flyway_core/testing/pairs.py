@@ -1,4 +1,4 @@
-"""Test helpers: run a real server and client in-process on 127.0.0.1, and move hashed bytes."""
+"""Run a real flyway server and client in-process on 127.0.0.1, and move hashed bytes through."""
 
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ class Relay:
 
 @dataclass
 class Running:
+    """What ``run_pair`` yields: both ends, the forwarded ports, and what each end emitted."""
+
     server: FlywayServer
     tunnel: ClientTunnel
     ports: dict[Address, Address]  # target -> local forwarded address
@@ -89,9 +91,11 @@ class Running:
         return self.ports[target]
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+# Polling is the point here: a test waits for any condition on objects that signal nothing.
+async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Wait until ``predicate()`` is true, checking every 10 ms; TimeoutError after ``timeout``."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 
