@@ -1,0 +1,189 @@
+"""The project's targets, each PASS/FAIL (or n/a) from this run's own numbers, and ref. lines.
+
+bench/README.md's "Targets" section lists them; ``reference_lines`` puts the bare relay
+columns and direct beside them, with no verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .processes import Tunnel
+from .relays import BARE_WS, BareRelay
+
+__all__ = ["evaluate_targets", "reference_lines"]
+
+TARGET_WS, TARGET_HTTP, TARGET_NGINX = "ws", "http", "http-nginx"
+
+
+def evaluate_targets(
+    results: dict[str, dict[str, Any]], live: list[Tunnel]
+) -> list[dict[str, Any]]:
+    """The project's targets, each PASS/FAIL (or n/a) from this run's own numbers."""
+    direct = results.get("direct", {})
+    checks: list[dict[str, Any]] = []
+
+    def add(target: str, passed: bool | None, measured: str) -> None:
+        checks.append({"target": target, "pass": passed, "measured": measured})
+
+    def usable(r: dict[str, Any] | None) -> str:
+        """'' when ``r`` holds a verified measurement, else why not."""
+        if not r:
+            return "not measured"
+        if "error" in r:
+            return f"error: {r['error']}"
+        if not r.get("verified", True):
+            return f"not verified: {r.get('detail', '')}"
+        return ""
+
+    def rate_ratio(label: str, metric: str, fieldname: str) -> tuple[float | None, str]:
+        mine, base = results.get(label, {}).get(metric), direct.get(metric)
+        why = usable(mine) or usable(base)
+        if why:
+            return None, why
+        assert mine is not None
+        assert base is not None
+        return mine[fieldname] / base[fieldname], ""
+
+    def throughput(label: str, minimum: float, who: str) -> None:
+        for metric, word in (("upload", "upload"), ("download", "download")):
+            value, why = rate_ratio(label, metric, "mbps")
+            target = f"{who} one-stream {word} ≥ {minimum:.0%} of direct"
+            if value is None:
+                add(target, None if why == "not measured" else False, why)
+            else:
+                add(target, value >= minimum, f"{value:.2f}\u00d7")
+
+    def rtt_p50(label: str) -> tuple[float | None, str]:
+        r = results.get(label, {}).get("rtt")
+        why = usable(r)
+        return (None, why) if why else (r["p50_us"], "")  # type: ignore[index]
+
+    def verdict_na(target: str, why: str) -> None:
+        add(target, None if why == "not measured" else False, why)
+
+    # WebSocket
+    throughput(TARGET_WS, 0.30, "WS")
+    # "Both directions at once not below either alone": the bytes a duplex transfer moves
+    # per second, both ways together, against each one-way transfer, all through ws.
+    ws = results.get(TARGET_WS, {})
+    target = "WS both directions at once (up + down) not below either alone"
+    why = usable(ws.get("duplex")) or usable(ws.get("upload")) or usable(ws.get("download"))
+    if why:
+        verdict_na(target, why)
+    else:
+        both = ws["duplex"]["up_mbps"] + ws["duplex"]["down_mbps"]
+        alone = max(ws["upload"]["mbps"], ws["download"]["mbps"])
+        add(
+            target,
+            both >= alone,
+            f"{both:,.0f} MB/s at once vs {ws['upload']['mbps']:,.0f} up,"
+            f" {ws['download']['mbps']:,.0f} down alone",
+        )
+    ws_rtt, why = rtt_p50(TARGET_WS)
+    direct_rtt, why2 = rtt_p50("direct")
+    target = "WS 64 B round trip p50 ≤ direct + 250 µs"
+    if ws_rtt is None or direct_rtt is None:
+        verdict_na(target, why or why2)
+    else:
+        add(
+            target,
+            ws_rtt <= direct_rtt + 250,
+            f"{ws_rtt:,.0f} µs, direct {direct_rtt:,.0f} µs ({ws_rtt - direct_rtt:+,.0f} µs)",
+        )
+    connect = results.get(TARGET_WS, {}).get("connect")
+    target = "WS connect + 1st byte p50 ≤ 1.5 ms"
+    if why := usable(connect):
+        verdict_na(target, why)
+    else:
+        assert connect is not None
+        add(target, connect["p50_us"] <= 1500, f"{connect['p50_us']:,.0f} µs")
+
+    # Every tunnel column
+    for t in live:
+        if t.does("parallel"):
+            r = results.get(t.label, {}).get("parallel") or {}
+            target = f"{t.label}: 200/200 parallel echoes verified"
+            if "verified_count" not in r:
+                verdict_na(target, usable(r) or "not measured")
+            else:
+                add(
+                    target,
+                    r["verified_count"] == r["connections"] == 200,
+                    f"{r['verified_count']}/{r['connections']}",
+                )
+    for t in live:
+        if t.does("memory"):
+            r = results.get(t.label, {}).get("memory")
+            target = f"{t.label}: 1000 idle forwarded conns ≤ 20 KiB each on the server"
+            if why := usable(r):
+                verdict_na(target, why)
+            else:
+                assert r is not None
+                per = r["server_kib_per_conn"]
+                add(
+                    target,
+                    per <= 20 and r["reached_target"] == 1000,
+                    f"{per:.1f} KiB ({r['reached_target']} reached the target)",
+                )
+
+    # HTTP POST, direct and through nginx
+    for label, limit_ms, minimum, who in (
+        (TARGET_HTTP, 3, 0.15, "HTTP"),
+        (TARGET_NGINX, 10, 0.10, "HTTP via nginx"),
+    ):
+        value, why = rtt_p50(label)
+        target = f"{who} 64 B round trip p50 ≤ {limit_ms} ms"
+        if value is None:
+            verdict_na(target, why)
+        else:
+            add(target, value <= limit_ms * 1000, f"{value / 1000:.2f} ms")
+        throughput(label, minimum, who)
+    return checks
+
+
+def reference_lines(results: dict[str, dict[str, Any]], live: list[Tunnel]) -> list[str]:
+    """What the reference columns and direct say beside the targets (no verdicts)."""
+    bare_label = next((t.label for t in live if type(t) is BareRelay), "")
+    direct, bare = results.get("direct", {}), results.get(bare_label, {})
+    bare_ws = results.get(BARE_WS, {})
+    lines = []
+    for metric, word in (("rtt", "64 B round trip"), ("connect", "connect + 1st byte")):
+        d, b = direct.get(metric) or {}, bare.get(metric) or {}
+        if "p50_us" not in d or "p50_us" not in b:
+            continue
+        parts = [f"{bare_label} {b['p50_us'] - d['p50_us']:+,.0f} µs over direct"]
+        for label in (TARGET_WS, TARGET_HTTP, TARGET_NGINX):
+            mine = results.get(label, {}).get(metric) or {}
+            if "p50_us" in mine:
+                parts.append(f"{label} {mine['p50_us'] - b['p50_us']:+,.0f} µs over it")
+        lines.append(f"{word} p50: " + "; ".join(parts))
+        floor, mine = bare_ws.get(metric) or {}, results.get(TARGET_WS, {}).get(metric) or {}
+        if "p50_us" in floor:
+            parts = [f"{BARE_WS} {floor['p50_us'] - d['p50_us']:+,.0f} µs over direct"]
+            if "p50_us" in mine:
+                parts.append(f"{TARGET_WS} {mine['p50_us'] - floor['p50_us']:+,.0f} µs over it")
+            lines.append(f"{word} p50: " + "; ".join(parts))
+    # Duplex against one-way, each as a ratio to direct's own (CPU contention shows here).
+    ratios = {}
+    for metric, key in (("upload", "mbps"), ("download", "mbps"), ("duplex", "up_mbps")):
+        mine, base = results.get(TARGET_WS, {}).get(metric), direct.get(metric)
+        if mine and base and key in mine and key in base:
+            ratios[metric] = mine[key] / base[key]
+            if metric == "duplex":
+                ratios["duplex down"] = mine["down_mbps"] / base["down_mbps"]
+    # The same at-once check on direct TCP: on a machine whose cores are full it fails too.
+    at_once, up, down = (direct.get(metric) or {} for metric in ("duplex", "upload", "download"))
+    if "up_mbps" in at_once and "mbps" in up and "mbps" in down:
+        both = at_once["up_mbps"] + at_once["down_mbps"]
+        lines.append(
+            f"direct both directions at once: {both:,.0f} MB/s vs {up['mbps']:,.0f} up,"
+            f" {down['mbps']:,.0f} down alone"
+        )
+    if len(ratios) == 4:
+        lines.append(
+            f"{TARGET_WS} ratios to direct: duplex up {ratios['duplex']:.2f}\u00d7,"
+            f" down {ratios['duplex down']:.2f}\u00d7; alone up {ratios['upload']:.2f}\u00d7,"
+            f" down {ratios['download']:.2f}\u00d7"
+        )
+    return lines
