@@ -6,7 +6,7 @@
 The far ends (echo, sink, source, duplex, idle holder) are asyncio servers inside this
 driver on 127.0.0.1:0. One flyway server and one flyway client (with one ``-L`` per
 target) run as separate subprocesses per transport, as users run them; http-squid and
-http-nginx put a real squid or nginx (tests/intermediaries.py) between them. A "bare
+http-nginx put a real squid or nginx (tests/intermediaries) between them. A "bare
 relay" column (bench/bare_relay.py: two plain relay processes chained) shows the latency
 floor of any two-process relay, and a "bare ws relay" column (bench/ws_relay.py) the floor
 of two aiohttp WebSocket relay processes, under flyway's ws transport. Every metric is

@@ -34,7 +34,7 @@ class Column:
     kind: type[Tunnel] = Tunnel
 
 
-# Columns with a real HTTP intermediary (tests/intermediaries.py) between client and
+# Columns with a real HTTP intermediary (tests/intermediaries) between client and
 # server: squid as the client's --proxy (it refuses CONNECT), or nginx as a buffering
 # reverse proxy (a CDN edge) that the client dials instead of the server.
 COLUMNS: dict[str, Column] = {

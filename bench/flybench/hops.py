@@ -1,4 +1,4 @@
-"""The real HTTP intermediaries of some columns: squid and nginx, from tests/intermediaries.py."""
+"""The real HTTP intermediaries of some columns: squid and nginx, from tests/intermediaries."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["Intermediaries"]
 
 
 class Intermediaries:
-    """squid and nginx from tests/intermediaries.py: started on demand, stopped by close().
+    """squid and nginx from tests/intermediaries: started on demand, stopped by close().
 
     One squid serves every http-squid column; each http-nginx column gets its own nginx
     (its upstream is that column's flyway server). Their logs are copied into the log
@@ -34,7 +34,7 @@ class Intermediaries:
             tests = str(ROOT / "tests")
             if tests not in sys.path:
                 sys.path.insert(0, tests)
-            import intermediaries  # type: ignore[import-not-found]  # tests/intermediaries.py
+            import intermediaries  # type: ignore[import-not-found]  # tests/intermediaries/__init__.py
 
             self._module = intermediaries
         return self._module
@@ -44,7 +44,7 @@ class Intermediaries:
         try:
             module = self.module()
         except Exception as exc:
-            return f"cannot import tests/intermediaries.py: {type(exc).__name__}: {exc}"
+            return f"cannot import tests/intermediaries: {type(exc).__name__}: {exc}"
         try:
             module.find_binary(name)
         except module.MissingBinary as exc:
