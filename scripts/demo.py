@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,24 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flyway_core.testing.ports import free_port, wait_port
+
 FLYWAY = [sys.executable, "-m", "flyway_core"]
 PASSWORD = "demo-" + os.urandom(6).hex()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+def wait_listening(port: int) -> None:
+    try:
+        wait_port(port, timeout=15.0)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def say(text: str) -> None:
@@ -64,7 +56,7 @@ def main() -> None:
         )
         say(f"server: flyway 127.0.0.1:{server_port} -p {PASSWORD}")
         procs.append(subprocess.Popen([*FLYWAY, f"127.0.0.1:{server_port}", "-p", PASSWORD]))
-        wait_port(server_port)
+        wait_listening(server_port)
         say(
             f"client: flyway -v -L {local_port}:127.0.0.1:{web_port} 127.0.0.1:{server_port} -p ..."
         )
@@ -81,7 +73,7 @@ def main() -> None:
                 ]
             )
         )
-        wait_port(local_port)
+        wait_listening(local_port)
         time.sleep(0.5)
         say(f"GET http://127.0.0.1:{local_port}/ through the tunnel:")
         with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/", timeout=10) as response:

@@ -11,7 +11,9 @@ import threading
 import time
 
 import pytest
-from flyway_procs import FLYWAY, flyway, free_port, wait_port, wait_port_on
+from flyway_procs import FLYWAY, flyway
+
+from flyway_core.testing import free_port, wait_port, wait_port_on
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flyway_procs import flyway, free_port, wait_port
+from flyway_procs import flyway
 from test_cli import EchoThread, echo_through, run
+
+from flyway_core.testing import free_port, wait_port
 
 PACKAGE = Path(__file__).parent / "thirdparty" / "flyway-tcp"
 

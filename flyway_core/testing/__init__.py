@@ -8,7 +8,8 @@ targets with the built-in direct dialer).
 Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the
 fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
 every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
-a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``.
+a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``; from
+``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes.
 """
 
 from __future__ import annotations
@@ -34,17 +35,21 @@ from flyway_core.testing.pairs import (
     serving,
     wait_for,
 )
+from flyway_core.testing.ports import free_port, wait_port, wait_port_on
 
 __all__ = [
     "EchoServer",
     "Relay",
     "Running",
     "forwarding",
+    "free_port",
     "hashed_exchange",
     "joined_tunnel",
     "run_pair",
     "serving",
     "wait_for",
+    "wait_port",
+    "wait_port_on",
 ]
 
 TEST_PASSWORD = "test password"

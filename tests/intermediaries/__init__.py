@@ -50,7 +50,6 @@ from intermediaries.children import (
     MissingBinary,
     StartFailed,
     find_binary,
-    free_port,
     render,
 )
 from intermediaries.fault_relay import BodyRecord, FaultRelay
@@ -70,7 +69,6 @@ __all__ = [
     "binary_or_skip",
     "fault_relay",
     "find_binary",
-    "free_port",
     "haproxy_balancer",
     "nginx_cdn",
     "render",

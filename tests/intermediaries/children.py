@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from flyway_core.testing.ports import free_port
+
 __all__ = [
     "Child",
     "MissingBinary",
     "StartFailed",
     "find_binary",
-    "free_port",
     "make_workdir",
     "render",
     "running",
@@ -62,12 +63,6 @@ def find_binary(name: str) -> str:
     if found is None:
         raise MissingBinary(f"{name} is not installed (scripts/test installs it with apt-get)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def render(template: str, values: Mapping[str, str]) -> str:

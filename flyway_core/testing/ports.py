@@ -1,0 +1,35 @@
+"""Ports on 127.0.0.1 for tests and scripts: pick a free one, wait until one listens.
+
+Plain blocking sockets, no event loop: for code that starts servers in other processes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+__all__ = ["free_port", "wait_port", "wait_port_on"]
+
+
+def free_port() -> int:
+    """Return a TCP port of 127.0.0.1 that is free now (another process may take it later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts on 127.0.0.1 ``port``; TimeoutError after ``timeout``."""
+    wait_port_on("127.0.0.1", port, timeout)
+
+
+def wait_port_on(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts on ``host`` ``port`` (a host with ``:`` is IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(family) as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host} port {port} after {timeout:g}s")
