@@ -21,6 +21,7 @@ from flyway_core.errors import (
     map_errors,
 )
 from flyway_core.hookspecs import hookimpl
+from flyway_core.link import take_buffered
 from flyway_core.settings import Settings
 
 __version__ = "0.1.0"
@@ -46,4 +47,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "map_errors",
+    "take_buffered",
 ]

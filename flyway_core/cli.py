@@ -26,7 +26,7 @@ from rich.table import Table
 from flyway_core import __version__
 from flyway_core.address import Address, ServerURL
 from flyway_core.errors import ConfigError, FlywayError
-from flyway_core.plugins import PACKAGE_HINTS, Plugins, make_plugin_manager
+from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
 from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, Settings
 from flyway_core.tls import server_ssl
@@ -45,7 +45,9 @@ Examples:
     FLYWAY_PASSWORD=secret flyway -L 5432 server:{DEFAULT_PORT}
 """
 
-_CORE_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K")}
+# The core's own transport flags: parameter name -> (transport, flag). Which package
+# provides each transport is in plugins.FLAGS / TRANSPORT_PACKAGES.
+_TRANSPORT_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K"), "auto": ("auto", "--auto")}
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("flyway")
 
@@ -82,6 +84,12 @@ def build_run_command(
     )
     @click.option("-w", "websocket", is_flag=True, help="Client: carry the tunnel over WebSocket.")
     @click.option("-K", "kcp", is_flag=True, help="Client: carry the tunnel over KCP (UDP).")
+    @click.option(
+        "--auto",
+        "auto",
+        is_flag=True,
+        help="Client: WebSocket when it passes the path, else HTTP POST, checked at connect.",
+    )
     @click.option(
         "--transport", metavar="NAME", help="Client: use the transport NAME (see `flyway plugins`)."
     )
@@ -142,6 +150,7 @@ def build_run_command(
             "password",
             "websocket",
             "kcp",
+            "auto",
             "transport",
             "fallback",
             "window",
@@ -166,9 +175,41 @@ def build_run_command(
         else:
             _run_server(plugins, settings, params)
 
-    for option in plugins.options():
-        run.params.append(option)
+    options = plugins.options()
+    run.params.extend(options)
+    taken = {name for option in [*run.params, *options] for name in option.opts}
+    run.params.extend(_missing_plugin_flags(taken))
     return run
+
+
+def _missing_plugin_flags(taken: set[str]) -> list[click.Option]:
+    """Placeholders for goflyway's listener flags whose plugin is not installed.
+
+    ``-D 1080`` without flyway-socks5 then says which package to install, as ``-K``
+    does for its transport, instead of click's "no such option".
+    """
+    placeholders = []
+    for provider in FLAGS:
+        if provider.kind != "listener" or provider.flag in taken:
+            continue
+
+        def refuse(
+            ctx: click.Context, param: click.Parameter, value: Any, p: Any = provider
+        ) -> Any:
+            if value:
+                raise ConfigError(f"{p.flag} needs the {p.name!r} plugin: pip install {p.package}")
+            return value
+
+        placeholders.append(
+            click.Option(
+                [provider.flag, f"_missing_{provider.name}"],
+                multiple=True,
+                hidden=True,
+                expose_value=False,
+                callback=refuse,
+            )
+        )
+    return placeholders
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -181,12 +222,12 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]) -> Any:
-    chosen = [(name, flag) for key, (name, flag) in _CORE_FLAGS.items() if params[key]]
+    chosen = [(name, flag) for key, (name, flag) in _TRANSPORT_FLAGS.items() if params.get(key)]
     if params["transport"]:
         chosen.append((params["transport"], "--transport"))
     installed = plugins.transports(settings)
     for transport in installed.values():  # a plugin's own long flag selects its transport
-        flag = getattr(transport, "flag", None) or ""
+        flag = transport.flag or ""
         if flag.startswith("--") and settings.option(flag[2:]):
             chosen.append((transport.name, flag))
     if len(chosen) > 1:
@@ -200,7 +241,7 @@ def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]
         if settings.verbosity >= 0:
             stderr.print(
                 "[dim]note: the HTTP POST transport is not installed "
-                f"(pip install {PACKAGE_HINTS['http']}); using WebSocket[/]"
+                f"(pip install {TRANSPORT_PACKAGES['http']}); using WebSocket[/]"
             )
         return installed["ws"]
     return plugins.transport("http", settings)
@@ -306,11 +347,13 @@ def _run(coro: Any) -> None:
 def build_cli(plugins: Plugins) -> click.Group:
     """The group holding sub-commands (``plugins``, and any a plugin registers)."""
 
-    @click.group(name="flyway", context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(
+        name="flyway",
+        context_settings={"help_option_names": ["-h", "--help"], "obj": plugins},
+    )
     def cli() -> None:
-        """flyway sub-commands."""
+        """flyway sub-commands (each reaches the plugins as ``ctx.obj``)."""
 
-    cli.plugins = plugins  # type: ignore[attr-defined]
     plugins.add_commands(cli)
     return cli
 

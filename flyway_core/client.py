@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +12,8 @@ from typing import TYPE_CHECKING
 from flyway_core.errors import CarrierError, DialError, TunnelRefused, TunnelUnavailable
 from flyway_core.events import DialFailed, Event, SessionDown, SessionUp
 from flyway_core.protocol import Cipher, ClientConnection, derive_master_key
-from flyway_core.session import Session, Stats
+from flyway_core.session import Session
+from flyway_core.stats import Stats
 
 if TYPE_CHECKING:
     from flyway_core.address import Address, ServerURL
@@ -77,12 +77,6 @@ class ClientTunnel:
         finally:
             session.close_stream(stream)
 
-    def _carried_by(self) -> str:
-        # A transport that picks another one per dial (--auto) names it in ``chosen``.
-        chosen = getattr(self.transport, "chosen", None)
-        name = self.transport.name
-        return f"{chosen.name} ({name})" if chosen is not None and chosen.name != name else name
-
     async def run(self) -> None:
         """Keep a session up until cancelled: dial, run, and dial again with backoff."""
         backoff = BACKOFF_FIRST
@@ -94,7 +88,9 @@ class ClientTunnel:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             await self._set_session(session)
-            self._emit(SessionUp(session.id, str(self.server), self._carried_by(), "client"))
+            self._emit(
+                SessionUp(session.id, str(self.server), self.transport.carried_by(), "client")
+            )
             try:
                 await session.run()
             finally:
@@ -114,9 +110,7 @@ class ClientTunnel:
             now=time.time(),
             window=self.settings.window,
             cipher=self._cipher,
-            idle_timeout=self.settings.idle_timeout
-            if getattr(self.transport, "keepalive", True)
-            else math.inf,
+            idle_timeout=self.settings.idle_timeout,
         )
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):

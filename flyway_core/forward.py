@@ -136,10 +136,11 @@ class ForwardListener:
 
     async def _relay(self, tunnel: Tunnel, link: LocalLink) -> None:
         origin = link.peer
+        transport = link.transport
+        assert transport is not None  # on_connect runs in connection_made
         try:
             async with tunnel.open_stream(self.target, origin=origin) as stream:
-                await stream.relay(link)
+                await stream.relay(transport)  # the link is its protocol already: it stays
         except TunnelUnavailable as exc:
             log.debug("refused %s: %s", origin, exc)
-            if link.transport is not None:
-                link.transport.abort()
+            transport.abort()

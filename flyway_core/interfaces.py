@@ -1,7 +1,9 @@
 """The Protocols a plugin implements (Transport, Carrier, Listener, Fallback, Dialer) or uses.
 
 Hooks in :mod:`flyway_core.hookspecs` hand these objects to the core; the
-objects do the asynchronous work.
+objects do the asynchronous work. Optional members have defaults here: subclass
+the Protocol (``class MyCarrier(Carrier)``) to inherit them, and override only
+what differs. The core reads every member directly, never with ``getattr``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from flyway_core.protocol import ResetReason
+
 if TYPE_CHECKING:
     from aiohttp import web
 
     from flyway_core.address import Address, ServerURL
-    from flyway_core.link import LocalLink
     from flyway_core.protocol import ServerConnection
     from flyway_core.settings import Settings
 
@@ -36,14 +39,25 @@ RequestHandler = Callable[["web.Request"], Awaitable["web.StreamResponse | None"
 
 @runtime_checkable
 class Carrier(Protocol):
-    """A reliable, ordered, duplex byte pipe between one client and the server."""
+    """A reliable, ordered, duplex byte pipe between one client and the server.
+
+    ``keepalive`` (default True) says the session must watch the peer's liveness
+    itself: keepalive pings and an idle timeout. A carrier that notices a dead
+    peer on its own (HTTP long polls do) sets it False, so an idle tunnel is quiet.
+    """
+
+    keepalive: bool = True
 
     async def send(self, data: bytes) -> None:
         """Send bytes; may wait while the network is slow (that is the backpressure)."""
 
-    # Optional: ``def send_nowait(self, data: bytes) -> bool`` takes bytes at once, without
-    # a task switch, when the carrier can (True), and never raises; False means "use send()".
-    # The session calls it for every small write, so it should be cheap.
+    def send_nowait(self, data: bytes) -> bool:
+        """Take ``data`` at once, without a task switch, if the carrier can; never raise.
+
+        True means taken. False (the default) means "use ``send()``", which the session
+        then does. The session calls this for every small write, so keep it cheap.
+        """
+        return False
 
     async def receive(self) -> bytes:
         """Return the next bytes from the peer; ``b""`` once the peer has closed."""
@@ -53,19 +67,21 @@ class Carrier(Protocol):
 
 
 class FrontDoor(Protocol):
-    """What the server's front door offers a transport's server side."""
+    """What the server's front door offers a transport's server side.
+
+    ``bound`` is the address the server's port is bound to (the real port when
+    ``:0`` was asked); it is set before any transport starts serving, so a
+    transport with a socket of its own (UDP) can bind the same port number.
+    """
 
     settings: Settings
+    bound: Address
 
     def add_handler(self, handler: RequestHandler) -> None:
         """Offer every HTTP request to ``handler``; returning None passes it on."""
 
-    def accept(self, hello: bytes, peer: str, *, keepalive: bool = True) -> ServerConnection | None:
-        """Check a client's first bytes; None means rejected (already reported).
-
-        ``keepalive=False`` is for carriers that notice a dead peer themselves:
-        the session then runs no idle timeout of its own.
-        """
+    def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
+        """Check a client's first bytes; None means rejected (already reported)."""
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
         """Answer ``request`` as the site the server fronts (what a prober sees)."""
@@ -80,15 +96,14 @@ class FrontDoor(Protocol):
 class Transport(Protocol):
     """A way to carry sealed records: the client side dials, the server side serves.
 
-    An optional attribute ``keepalive = False`` says the carrier notices a dead
-    peer itself (HTTP long polls do): the session then sends no keepalive pings
-    and runs no idle timeout, so an idle tunnel stays quiet. An optional
-    ``client_only = True`` marks a transport that only dials (one that picks
-    among others, like ``--auto``): the server neither serves nor lists it.
+    ``flag`` is the goflyway flag that selects it (``-w``) or None. ``client_only``
+    (default False) marks a transport that only dials (one that picks among
+    others, like ``--auto``): the server neither serves nor lists it.
     """
 
     name: str  # the key users pick it by ("ws"); unique among installed transports
-    flag: str | None  # the goflyway flag that selects it ("-w"), or None
+    flag: str | None = None
+    client_only: bool = False
 
     async def dial(self, server: ServerURL, hello: bytes, settings: Settings) -> Carrier:
         """Connect to ``server``, presenting ``hello`` (the client's first bytes).
@@ -100,9 +115,19 @@ class Transport(Protocol):
     def serve(self, door: FrontDoor) -> AbstractAsyncContextManager[None]:
         """Return a context manager that serves this transport while it is held open."""
 
+    def carried_by(self) -> str:
+        """Name the transport the last dial used, for reports (``ws (auto)``); default ``name``."""
+        return self.name
+
 
 class Stream(Protocol):
-    """One tunnelled connection, as a listener sees it."""
+    """One tunnelled connection, as a listener sees it.
+
+    Use it with ``relay`` (hand over a local connection), or read and write it
+    yourself (a proxy's handshake, an HTTP proxy answering a request), or both:
+    first talk, then relay. Flow control holds either way: bytes not read are not
+    acknowledged, so the peer stops after one window.
+    """
 
     stream_id: int
     target: Address
@@ -110,8 +135,28 @@ class Stream(Protocol):
     async def accepted(self) -> None:
         """Wait until the server reached the target; raise TargetError if it could not."""
 
-    async def relay(self, link: LocalLink) -> None:
-        """Move bytes both ways between the stream and a local socket until both end."""
+    async def read(self) -> bytes:
+        """Return the next bytes from the target; ``b""`` once it finished sending.
+
+        Raise StreamResetError if the stream was reset.
+        """
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the target, waiting for credit; raise StreamResetError if reset."""
+
+    def end(self) -> None:
+        """Finish our direction (half-close); the target's direction stays open."""
+
+    def reset(self, reason: int = ResetReason.CANCELLED, message: str = "") -> None:
+        """Abort the stream both ways."""
+
+    async def relay(self, transport: asyncio.BaseTransport, *, already_read: bytes = b"") -> None:
+        """Relay a local connection both ways until both directions end, then close it.
+
+        ``already_read`` is what you read from the connection before (it goes first);
+        ``flyway_core.link.take_buffered(reader)`` gives what an asyncio StreamReader
+        still holds.
+        """
 
 
 class Tunnel(Protocol):

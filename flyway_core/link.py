@@ -16,6 +16,11 @@ task switch on its way through:
   everything, and only then are the bytes acknowledged (credit returned to the
   peer): a local reader that stops reading holds at most one window.
 
+A listener hands a local connection over with ``TunnelStream.relay(transport,
+already_read=...)``: the link becomes the transport's protocol (``take_over``),
+and the bytes the listener read during its own handshake go first. A link
+knows its stream only as a ``LinkedStream``.
+
 A link is finished when both directions ended (our End sent, the peer's End
 passed on as a write EOF); a reset, a failed socket or a cancelled relay ends it
 early, and the caller then aborts the socket rather than wait on a peer.
@@ -26,17 +31,48 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from flyway_core.address import Address
 from flyway_core.protocol import ResetReason
 
-if TYPE_CHECKING:
-    from flyway_core.stream import TunnelStream
+__all__ = ["HELD_LIMIT", "LinkedStream", "LocalLink", "take_buffered"]
 
-__all__ = ["EARLY_LIMIT", "LocalLink"]
+HELD_LIMIT = 1 << 18  # bytes read before a stream is attached; reading pauses beyond this
 
-EARLY_LIMIT = 1 << 18  # bytes read before a stream is attached; reading pauses beyond this
+
+class LinkedStream(Protocol):
+    """What a link needs from the stream it relays (``TunnelStream``)."""
+
+    def attach(self, local: LocalLink) -> None:
+        """Hand over what arrived so far, then everything as it comes."""
+
+    def detach(self) -> None:
+        """Stop handing bytes to the link."""
+
+    def send_now(self, data: bytes) -> int:
+        """Send what the credit allows now; return how many bytes went."""
+
+    def consumed(self, n: int) -> None:
+        """Return ``n`` bytes of credit to the peer."""
+
+    def end(self) -> None:
+        """Finish our direction."""
+
+    def reset(self, reason: int = ..., message: str = "") -> None:
+        """Abort the stream both ways."""
+
+
+def take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Return (and remove) what ``reader`` holds unread, for ``relay(..., already_read=)``.
+
+    A listener that ran its handshake on asyncio streams hands the rest over with
+    ``await stream.relay(writer.transport, already_read=take_buffered(reader))``.
+    """
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]  # no public way to take it
+    data = bytes(buffer)
+    buffer.clear()
+    return data
 
 
 class LocalLink(asyncio.Protocol):
@@ -46,13 +82,25 @@ class LocalLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.error: str | None = None
         self._on_connect = on_connect
-        self._stream: TunnelStream | None = None
+        self._stream: LinkedStream | None = None
         self._held: list[bytes] = []  # read but not sent: no stream yet, or no credit
         self._unflushed = 0  # written to the transport, not yet acknowledged
         self._local_eof = False  # the local side finished sending
         self._ended = False  # End sent to the peer
         self._peer_eof = False  # the peer's End passed on
         self._done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    def take_over(cls, transport: asyncio.BaseTransport, already_read: bytes = b"") -> LocalLink:
+        """Return the link relaying ``transport``, making one its protocol if needed."""
+        link = transport.get_protocol()
+        if not isinstance(link, LocalLink) or link.transport is not transport or link._stream:
+            link = cls()
+            transport.set_protocol(link)
+            link.connection_made(transport)
+        if already_read:
+            link._held.insert(0, already_read)
+        return link
 
     @property
     def peer(self) -> str:
@@ -74,7 +122,7 @@ class LocalLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._held or self._stream is None:
             self._held.append(data)
-            if self._stream is None and sum(map(len, self._held)) > EARLY_LIMIT:
+            if self._stream is None and sum(map(len, self._held)) > HELD_LIMIT:
                 self._pause_reading()
             return
         self._send(data)
@@ -103,7 +151,7 @@ class LocalLink(asyncio.Protocol):
 
     # --- driven by the stream ----------------------------------------------------------
 
-    async def run(self, stream: TunnelStream) -> None:
+    async def run(self, stream: LinkedStream) -> None:
         """Relay between the socket and ``stream`` until both directions end or one fails."""
         transport = self.transport
         if transport is None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flyway_core.hookspecs import hookimpl
+from flyway_core.plugins import Plugins
 from flyway_core.settings import Settings
 
 __all__: list[str] = []
@@ -21,9 +22,9 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--all", "show_all", is_flag=True, help="Include built-in plugins.")
     @click.option("--hook", metavar="NAME", help="Only plugins implementing hook NAME.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable).")
-    def plugins_command(show_all: bool, hook: str | None, as_json: bool) -> None:
+    @click.pass_obj
+    def plugins_command(plugins: Plugins, show_all: bool, hook: str | None, as_json: bool) -> None:
         """List installed plugins: name, distribution, version, what each provides."""
-        plugins = cli.plugins  # type: ignore[attr-defined]
         infos = [
             info
             for info in plugins.describe(Settings()).values()

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from flyway_core.errors import CarrierClosed, TunnelRefused
+from flyway_core.interfaces import Carrier, Transport
 
 if TYPE_CHECKING:
     from flyway_core.address import ServerURL
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryCarrier", "MemoryTransport", "memory_pipe"]
 
 
-class MemoryCarrier:
+class MemoryCarrier(Carrier):
     """One end of an in-memory pipe."""
 
     def __init__(self, inbox: asyncio.Queue[bytes], outbox: asyncio.Queue[bytes]) -> None:
@@ -52,11 +53,10 @@ def memory_pipe() -> tuple[MemoryCarrier, MemoryCarrier]:
     return MemoryCarrier(a, b), MemoryCarrier(b, a)
 
 
-class MemoryTransport:
+class MemoryTransport(Transport):
     """A transport whose ``dial`` reaches a front door in the same process."""
 
     name = "memory"
-    flag: str | None = None
 
     def __init__(self, door: FrontDoor) -> None:
         self.door = door

@@ -12,10 +12,10 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_PLUGINS",
+    "FLAGS",
+    "TRANSPORT_PACKAGES",
+    "FlagProvider",
     "FlywayPluginManager",
     "PluginInfo",
     "Plugins",
@@ -51,11 +54,28 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "listing": "flyway_core.listing",
 }
 
-# Packages that provide well-known flags and transports, for "pip install ..." hints.
-PACKAGE_HINTS: dict[str, str] = {
+
+@dataclass(frozen=True, slots=True)
+class FlagProvider:
+    """A goflyway flag, what it selects, and the package that provides it."""
+
+    flag: str
+    kind: str  # "transport", "listener" or "fallback"
+    name: str  # the transport's key, or the plugin's name
+    package: str
+
+
+# goflyway's flags and the packages that provide them: the one table behind every
+# "pip install ..." hint, and behind the placeholders of flags whose plugin is missing.
+FLAGS: tuple[FlagProvider, ...] = (
+    FlagProvider("-w", "transport", "ws", "flyway-websocket"),
+    FlagProvider("-K", "transport", "kcp", "flyway-kcp"),
+    FlagProvider("-D", "listener", "socks5", "flyway-socks5"),
+    FlagProvider("-P", "fallback", "fallback", "flyway-fallback"),
+)
+TRANSPORT_PACKAGES: dict[str, str] = {
     "http": "flyway-http-post",
-    "ws": "flyway-websocket",
-    "kcp": "flyway-kcp",
+    **{f.name: f.package for f in FLAGS if f.kind == "transport"},
 }
 
 
@@ -152,40 +172,59 @@ class PluginInfo:
 
 
 class Plugins:
-    """The typed façade over the plugin manager: one method per thing the core asks for."""
+    """The typed façade over the plugin manager: one method per thing the core asks for.
+
+    Every hook is called through ``pm.hook`` (so hook wrappers and pluggy's
+    tracing see every call); ``register_transports`` is called once per settings
+    and its answers kept.
+    """
 
     def __init__(self, pm: FlywayPluginManager) -> None:
         self.pm = pm
-
-    def _answers(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        """Call each implementation of a hook, yielding (plugin name, answer)."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # in registration order
-            answer = impl.function(*(kwargs[arg] for arg in impl.argnames))
-            yield impl.plugin_name, answer
+        self._transports: tuple[Settings, dict[str, Transport]] | None = None
+        self._observers: list[Callable[..., object]] | None = None
 
     def transports(self, settings: Settings) -> dict[str, Transport]:
         """Every registered transport by name; two with one name is a PluginError."""
+        if self._transports is not None and self._transports[0] is settings:
+            return self._transports[1]
         found: dict[str, Transport] = {}
-        owners: dict[str, str] = {}
-        for plugin, answer in self._answers("register_transports", settings=settings):
+        answers = self.pm.hook.register_transports(settings=settings)
+        for answer in reversed(answers):  # pluggy answers last-registered first
             for transport in answer or ():
                 if transport.name in found:
-                    raise PluginError(
-                        f"transport {transport.name!r} is defined by both "
-                        f"{owners[transport.name]!r} and {plugin!r}"
-                    )
+                    raise PluginError(self._conflict(transport.name, settings))
                 found[transport.name] = transport
-                owners[transport.name] = plugin
+        self._transports = (settings, found)
         return found
 
+    def _conflict(self, name: str, settings: Settings) -> str:
+        owners = [plugin for plugin, t in self._transport_owners(settings) if t.name == name]
+        return f"transport {name!r} is defined by both " + " and ".join(map(repr, owners))
+
+    def _transport_owners(self, settings: Settings) -> list[tuple[str, Transport]]:
+        """Ask each plugin alone what it registers: only on a conflict, or for the listing."""
+        owners: list[tuple[str, Transport]] = []
+        for impl in self.pm.hook.register_transports.get_hookimpls():
+            answer = cast("Iterable[Transport] | None", impl.function(settings))
+            owners += [(impl.plugin_name, transport) for transport in answer or ()]
+        return owners
+
     def transport(self, name: str, settings: Settings, *, flag: str | None = None) -> Transport:
-        """Return the transport called ``name`` or fail with the package to install."""
+        """Return the transport called ``name`` or fail with the package to install.
+
+        ``auto`` is the core's own: WebSocket when it passes, else HTTP POST, made of
+        whichever of the two are installed (``flyway_core.auto``).
+        """
         transports = self.transports(settings)
         if name in transports:
             return transports[name]
+        if name == "auto" and "http" in transports:
+            from flyway_core.auto import AutoTransport
+
+            return AutoTransport(transports.get("ws"), transports["http"])
         what = f"{flag} needs" if flag else "this needs"
-        package = PACKAGE_HINTS.get(name)
+        package = TRANSPORT_PACKAGES.get("http" if name == "auto" else name)
         hint = f"pip install {package}" if package else "install a plugin that provides it"
         installed = ", ".join(sorted(transports)) or "none"
         raise ConfigError(
@@ -194,19 +233,17 @@ class Plugins:
 
     def listeners(self, settings: Settings) -> list[Listener]:
         """Every listener the plugins built from the user's options."""
-        return [
-            listener
-            for _, answer in self._answers("register_listeners", settings=settings)
-            for listener in answer or ()
-        ]
+        answers = self.pm.hook.register_listeners(settings=settings)
+        return [listener for answer in reversed(answers) for listener in answer or ()]
 
     def fallback(self, spec: str | None, settings: Settings) -> Fallback:
         """Return the fallback handler for ``-P spec``; ConfigError when no plugin takes it."""
         fallback: Fallback | None = self.pm.hook.fallback_for(spec=spec, settings=settings)
         if fallback is None:
+            package = next(f.package for f in FLAGS if f.flag == "-P")
             raise ConfigError(
                 f"-P {spec}: no installed plugin serves this; for a reverse proxy or "
-                "static files: pip install flyway-fallback"
+                f"static files: pip install {package}"
             )
         return fallback
 
@@ -219,7 +256,8 @@ class Plugins:
 
     def options(self) -> list[click.Option]:
         """Every command-line option plugins add."""
-        return [opt for _, answer in self._answers("add_options") for opt in answer or ()]
+        answers = self.pm.hook.add_options()
+        return [opt for answer in reversed(answers) for opt in answer or ()]
 
     def add_commands(self, cli: click.Group) -> None:
         """Let plugins attach sub-commands to ``cli``."""
@@ -227,25 +265,40 @@ class Plugins:
 
     def lifespans(self, settings: Settings) -> list[AbstractAsyncContextManager[None]]:
         """The context managers plugins want held open while flyway runs."""
-        return [cm for _, cm in self._answers("lifespan", settings=settings) if cm is not None]
+        answers = self.pm.hook.lifespan(settings=settings)
+        return [cm for cm in reversed(answers) if cm is not None]
 
     def emit(self, event: Event) -> None:
-        """Tell every observer about ``event``; an observer that raises is logged and skipped."""
-        for impl in self.pm.hook.on_event.get_hookimpls():
+        """Tell every observer about ``event``; an observer that raises is logged and skipped.
+
+        Each observer is called through a pluggy caller of its own (tracing sees it),
+        so one that raises cannot keep the event from the others.
+        """
+        observers = self._observers
+        if observers is None:
+            observers = self._observers = self._observer_callers()
+        for observe in observers:
             try:
-                impl.function(event)
+                observe(event=event)
             except Exception:  # observers must never break the data path
-                log.exception("observer %s failed on %r", impl.plugin_name, event)
+                log.exception("observer failed on %r", event)
+
+    def _observer_callers(self) -> list[Callable[..., object]]:
+        impls = self.pm.hook.on_event.get_hookimpls()
+        plugins = [impl.plugin for impl in impls]
+        return [
+            self.pm.subset_hook_caller(
+                "on_event", remove_plugins=[p for p in plugins if p is not impl.plugin]
+            )
+            for impl in reversed(impls)  # registration order, as a single call would not give
+        ]
 
     def describe(self, settings: Settings) -> dict[str, PluginInfo]:
         """Describe every registered plugin (and those that failed to load)."""
         infos: dict[str, PluginInfo] = {}
         transports: dict[str, list[str]] = {}
-        for plugin, answer in self._answers("register_transports", settings=settings):
-            for t in answer or ():
-                transports.setdefault(plugin, []).append(
-                    f"{t.name} ({t.flag})" if t.flag else t.name
-                )
+        for owner, t in self._transport_owners(settings):
+            transports.setdefault(owner, []).append(f"{t.name} ({t.flag})" if t.flag else t.name)
         for name, registered in self.pm.list_name_plugin():
             if name is None or registered is None:
                 continue

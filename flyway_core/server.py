@@ -2,14 +2,14 @@
 
 Each transport mounts a request handler; a request no handler claims, and every
 request that fails the handshake, is answered by the fallback, so a prober
-without the password sees only the site the server fronts.
+without the password sees only the site the server fronts. The port is bound
+before the transports start, so each sees the real port in ``bound``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import ssl
 import time
 from collections.abc import Callable
@@ -22,7 +22,9 @@ from flyway_core.address import Address
 from flyway_core.errors import ConfigError, HandshakeRejected
 from flyway_core.events import Event, Listening, SessionDown, SessionUp, TunnelRejected
 from flyway_core.protocol import ReplayCache, ServerConnection, derive_master_key
-from flyway_core.session import Session, Stats
+from flyway_core.session import Session
+from flyway_core.stats import Stats
+from flyway_core.upstream import Upstream
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Carrier, Dialer, Fallback, RequestHandler, Transport
@@ -50,14 +52,12 @@ class FlywayServer:
     ) -> None:
         self.listen = listen
         self.settings = settings
-        self.transports = {
-            name: t for name, t in transports.items() if not getattr(t, "client_only", False)
-        }
+        self.transports = {name: t for name, t in transports.items() if not t.client_only}
         self.stats = stats or Stats()
-        self.bound: Address | None = None
+        self.bound = listen  # the real address once the port is bound (before transports serve)
         self.sessions: set[Session] = set()
         self.fallback_handler = fallback
-        self._dialer_for = dialer_for
+        self._upstream = Upstream(dialer_for, emit)
         self._emit = emit
         self._ssl = ssl_context
         self._handlers: list[RequestHandler] = []
@@ -69,13 +69,13 @@ class FlywayServer:
     def add_handler(self, handler: RequestHandler) -> None:
         self._handlers.append(handler)
 
-    def accept(self, hello: bytes, peer: str, *, keepalive: bool = True) -> ServerConnection | None:
+    def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
         connection = ServerConnection(
             self._master,
             self._replay,
             now=time.time(),
             window=self.settings.window,
-            idle_timeout=self.settings.idle_timeout if keepalive else math.inf,
+            idle_timeout=self.settings.idle_timeout,
         )
         try:
             connection.receive_data(hello, time.time())
@@ -96,7 +96,7 @@ class FlywayServer:
             peer=peer,
             emit=self._emit,
             stats=self.stats,
-            dialer_for=self._dialer_for,
+            on_stream=self._upstream,
         )
         session.started.set()
         self.sessions.add(session)
@@ -122,11 +122,8 @@ class FlywayServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         async with AsyncExitStack() as stack:
-            for transport in self.transports.values():
-                await stack.enter_async_context(transport.serve(self))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            stack.push_async_callback(self._close_sessions)
             site = web.TCPSite(
                 runner, self.listen.host or None, self.listen.port, ssl_context=self._ssl
             )
@@ -136,6 +133,9 @@ class FlywayServer:
                 raise ConfigError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from exc
             host, port = runner.addresses[0][:2]
             self.bound = Address(host, port)
+            for transport in self.transports.values():
+                await stack.enter_async_context(transport.serve(self))
+            stack.push_async_callback(self._close_sessions)
             self._emit(Listening("server", self.bound))
             if started is not None:
                 started(self.bound)

@@ -1,14 +1,19 @@
 """Run one protocol connection over one carrier with asyncio: read, write, keep alive.
 
 Theory of operation: the reader feeds carrier bytes to the protocol and routes
-its events to streams, whose links write them to their sockets. Whatever the
-protocol queues (Data from a link's ``data_received``, acknowledgements, pongs)
-goes out through ``send_soon``: at once, without a task switch, when the
-carrier has a ``send_nowait`` that takes it; otherwise the writer task wakes
-and sends everything queued in one carrier write, so small frames coalesce
-while the carrier is busy. The timer runs keepalives and the idle timeout.
-Server-side streams run in the session's task group; client-side streams run in
-their listener's task and are failed when the session ends.
+its events to streams, whose local sides write them to their sockets. Whatever
+the protocol queues (Data from a link's ``data_received``, acknowledgements,
+pongs) goes out through ``send_soon``: at once, without a task switch, when the
+carrier's ``send_nowait`` takes it; otherwise the writer task wakes and sends
+everything queued in one carrier write, so small frames coalesce while the
+carrier is busy. The timer runs keepalives and the idle timeout, unless the
+carrier watches liveness itself (``Carrier.keepalive`` False).
+
+One class serves both roles. A client opens streams (``open_stream``) and runs
+each in its listener's task; a server hands each stream the client opened to
+``on_stream`` (``flyway_core.upstream``), which may run it in the session's task
+group (``spawn``). When the session ends every stream is failed, and a protocol
+error first sends the peer a Close saying why.
 """
 
 from __future__ import annotations
@@ -18,18 +23,11 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
-from flyway_core.errors import (
-    CarrierError,
-    FlywayError,
-    RemoteProtocolError,
-    TargetError,
-)
+from flyway_core.errors import CarrierError, RemoteProtocolError
 from flyway_core.events import Event, StreamDown, StreamUp
-from flyway_core.link import LocalLink
 from flyway_core.protocol import (
     CreditAvailable,
     DataReceived,
@@ -42,28 +40,19 @@ from flyway_core.protocol import (
     StreamOpened,
     StreamReset,
 )
+from flyway_core.stats import Stats
 from flyway_core.stream import TunnelStream
 
 if TYPE_CHECKING:
     from flyway_core.address import Address
-    from flyway_core.interfaces import Carrier, Dialer
-    from flyway_core.protocol import ClientConnection, Connection
+    from flyway_core.interfaces import Carrier
+    from flyway_core.protocol import Connection
 
-__all__ = ["DIAL_TIMEOUT", "Session", "Stats"]
+__all__ = ["Session", "Stats"]
 
 log = logging.getLogger(__name__)
-DIAL_TIMEOUT = 10.0
+CLOSE_FLUSH_SECONDS = 1.0  # how long a goodbye (Close) may take to leave
 _session_ids = itertools.count(1)
-
-
-@dataclass(slots=True)
-class Stats:
-    """Running totals across every session of the process."""
-
-    sent: int = 0
-    received: int = 0
-    streams: int = 0
-    sessions: int = 0
 
 
 class _SessionOver(Exception):
@@ -81,7 +70,7 @@ class Session:
         peer: str,
         emit: Callable[[Event], None],
         stats: Stats,
-        dialer_for: Callable[[Address], Dialer] | None = None,
+        on_stream: Callable[[Session, TunnelStream], None] | None = None,
     ) -> None:
         self.id = f"s{next(_session_ids)}"
         self.peer = peer
@@ -92,14 +81,16 @@ class Session:
         self._carrier = carrier
         self._emit = emit
         self.stats = stats
-        self._dialer_for = dialer_for
+        self._on_stream = on_stream
         self._streams: dict[int, TunnelStream] = {}
         self._wake = asyncio.Event()
         self._sending = False
         self._backlog = b""  # taken from the protocol, refused by send_nowait: goes first
-        self._send_nowait: Callable[[bytes], bool] | None = getattr(carrier, "send_nowait", None)
+        self._send_nowait = carrier.send_nowait
         self._tasks: asyncio.TaskGroup | None = None
         self._done = False
+        if not carrier.keepalive:  # the carrier notices a dead peer itself: stay quiet
+            connection.carrier_watches_liveness()
 
     @property
     def alive(self) -> bool:
@@ -109,8 +100,7 @@ class Session:
 
     def open_stream(self, target: Address, origin: str) -> TunnelStream:
         """Open a client stream now; data may follow at once (no round trip)."""
-        conn: ClientConnection = self._conn  # type: ignore[assignment]
-        stream_id = conn.open_stream(target)
+        stream_id = self._conn.open_stream(target)
         stream = TunnelStream(self, stream_id, target, origin)
         self._streams[stream_id] = stream
         self.stats.streams += 1
@@ -163,6 +153,19 @@ class Session:
         """Bytes of ``stream_id`` received and not yet acknowledged (at most one window)."""
         return self._conn.buffered(stream_id)
 
+    def accept_stream(self, stream: TunnelStream) -> None:
+        """Server side: tell the client its stream reached the target."""
+        if not self._done and self._conn.has_stream(stream.stream_id):
+            self._conn.accept_stream(stream.stream_id)
+            self._wake.set()
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
+        """Run ``coro`` in the session's task group: it is cancelled when the session ends."""
+        if self._tasks is None:
+            coro.close()
+            raise RuntimeError("the session is not running")
+        self._tasks.create_task(coro)
+
     # --- running ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -180,7 +183,10 @@ class Session:
                 await self._read_loop()
         except* _SessionOver as group:
             self.error = self.error or _first_message(group) or None
-        except* (CarrierError, RemoteProtocolError, ConnectionError, OSError) as group:
+        except* RemoteProtocolError as group:
+            self.error = _first_message(group)
+            await self._say_goodbye()  # the protocol queued a Close saying why
+        except* (CarrierError, ConnectionError, OSError) as group:
             self.error = _first_message(group)
         finally:
             self._done = True
@@ -198,15 +204,19 @@ class Session:
         """Tell the peer the session is over and stop."""
         if not self._done:
             self._conn.close()
-            data, self._backlog = self._backlog + self._conn.data_to_send(), b""
-            if data:
-                try:
-                    async with asyncio.timeout(1):
-                        await self._carrier.send(data)
-                except (TimeoutError, CarrierError, ConnectionError, OSError):
-                    pass
+            await self._say_goodbye()
         self._done = True
         await self._carrier.close()
+
+    async def _say_goodbye(self) -> None:
+        """Send what is queued (a Close, at least) if the carrier takes it in time."""
+        data, self._backlog = self._backlog + self._conn.data_to_send(), b""
+        if data:
+            try:
+                async with asyncio.timeout(CLOSE_FLUSH_SECONDS):
+                    await self._carrier.send(data)
+            except (TimeoutError, CarrierError, ConnectionError, OSError):
+                pass
 
     async def _read_loop(self) -> None:
         while True:
@@ -229,7 +239,7 @@ class Session:
         """
         if self._done or not self._conn.wants_to_send:
             return
-        if self._send_nowait is None or self._sending or self._backlog:
+        if self._sending or self._backlog:
             self._wake.set()
             return
         data = self._conn.data_to_send()
@@ -284,7 +294,7 @@ class Session:
                 if stream := self._streams.get(stream_id):
                     stream.feed_accept()
             case StreamOpened(stream_id, target, data):
-                self._start_server_stream(stream_id, target, data)
+                self._opened(stream_id, target, data)
             case SessionStarted():
                 self.started.set()
             case PongReceived(rtt):
@@ -292,56 +302,17 @@ class Session:
             case SessionClosed(_, message):
                 raise _SessionOver(message or "the peer closed the session")
 
-    async def _dial(self, stream: TunnelStream, link: LocalLink) -> None:
-        if self._dialer_for is None:
-            raise TargetError("this side does not accept streams", reason=ResetReason.NOT_ALLOWED)
-        dialer = self._dialer_for(stream.target)
-        try:
-            async with asyncio.timeout(DIAL_TIMEOUT):
-                await dialer.connect(stream.target, link)
-        except TimeoutError:
-            raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
-        except FlywayError:
-            raise
-        except Exception as exc:  # a plugin's failing dialer must not end the session
-            log.debug("dialing %s failed", stream.target, exc_info=True)
-            raise TargetError(
-                f"dialer failed ({type(exc).__name__}: {exc})", reason=ResetReason.INTERNAL
-            ) from exc
-        if link.transport is None:
-            raise TargetError(f"dialer {dialer} did not connect", reason=ResetReason.INTERNAL)
-
-    def _start_server_stream(self, stream_id: int, target: Address, data: bytes) -> None:
+    def _opened(self, stream_id: int, target: Address, data: bytes) -> None:
         stream = TunnelStream(self, stream_id, target, self.peer)
         self._streams[stream_id] = stream
         self.stats.streams += 1
         if data:
             stream.feed(data)
-        assert self._tasks is not None
-        self._tasks.create_task(self._serve_stream(stream))
-
-    async def _serve_stream(self, stream: TunnelStream) -> None:
-        link = LocalLink()
-        try:
-            await self._dial(stream, link)
-        except FlywayError as exc:
-            if isinstance(exc, TargetError):
-                stream.error, reason = f"{stream.target}: {exc}", exc.reason
-            else:
-                stream.error, reason = str(exc), ResetReason.INTERNAL
-            stream.reset(reason, str(exc))
+        if self._on_stream is None:
+            stream.reset(ResetReason.NOT_ALLOWED, "this side does not accept streams")
             self.close_stream(stream)
-            if link.transport is not None:
-                link.transport.abort()
             return
-        if self._conn.has_stream(stream.stream_id):
-            self._conn.accept_stream(stream.stream_id)
-            self._wake.set()
-        self._emit(StreamUp(self.id, stream.stream_id, stream.target, self.peer))
-        try:
-            await stream.relay(link)
-        finally:
-            self.close_stream(stream)
+        self._on_stream(self, stream)
 
 
 def _first_message(group: BaseExceptionGroup[BaseException]) -> str:

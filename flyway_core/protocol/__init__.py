@@ -43,9 +43,9 @@ from flyway_core.protocol.errors import (
     RemoteProtocolError,
 )
 from flyway_core.protocol.events import (
+    ConnectionEvent,
     CreditAvailable,
     DataReceived,
-    Event,
     PongReceived,
     SessionClosed,
     SessionStarted,
@@ -98,7 +98,7 @@ __all__ = [
     "Data",
     "DataReceived",
     "End",
-    "Event",
+    "ConnectionEvent",
     "Feature",
     "FlywayError",
     "Frame",

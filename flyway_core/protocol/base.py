@@ -48,9 +48,9 @@ from flyway_core.protocol.constants import (
 from flyway_core.protocol.crypto import Bytes, Cipher
 from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
+    ConnectionEvent,
     CreditAvailable,
     DataReceived,
-    Event,
     PongReceived,
     SessionClosed,
     StreamEnded,
@@ -72,7 +72,7 @@ from flyway_core.protocol.frames import (
 )
 from flyway_core.protocol.handshake import check_window
 from flyway_core.protocol.records import RecordReader, RecordWriter
-from flyway_core.protocol.streams import HalfState, Stream
+from flyway_core.protocol.streams import HalfState, StreamState
 
 __all__ = ["Connection"]
 
@@ -106,7 +106,7 @@ class Connection:
         self._writer: RecordWriter | None = None
         self._reader: RecordReader | None = None
         self._out: list[bytes] = []
-        self._streams: dict[int, Stream] = {}
+        self._streams: dict[int, StreamState] = {}
         self._highest_id = 0
         self._started = False
         self._closed = False
@@ -170,7 +170,7 @@ class Connection:
 
     # --- receiving ---------------------------------------------------------------------
 
-    def receive_data(self, data: Bytes, now: float) -> list[Event]:
+    def receive_data(self, data: Bytes, now: float) -> list[ConnectionEvent]:
         """Feed bytes from the carrier; return what they meant, in order.
 
         Raises RemoteProtocolError (HandshakeRejected before the session starts) if the peer
@@ -193,12 +193,12 @@ class Connection:
                 self._send(Close(_close_reason(exc.code), truncate_message(str(exc))))
             raise
 
-    def _receive(self, data: Bytes, now: float) -> list[Event]:
+    def _receive(self, data: Bytes, now: float) -> list[ConnectionEvent]:
         reader = self._reader
         if reader is None:  # pragma: no cover - subclasses set it before calling here
             raise LocalProtocolError("no record reader")
         reader.feed(data)
-        events: list[Event] = []
+        events: list[ConnectionEvent] = []
         while not self._closed:
             plaintext = reader.next_record()
             if plaintext is None:
@@ -219,10 +219,10 @@ class Connection:
     def _discard_input(self) -> None:
         self._reader = None
 
-    def _start(self, frame: Frame, events: list[Event]) -> None:  # pragma: no cover
+    def _start(self, frame: Frame, events: list[ConnectionEvent]) -> None:  # pragma: no cover
         raise RemoteProtocolError(f"unexpected {frame.frame_type.name} before the handshake")
 
-    def _handle(self, frame: Frame, now: float, events: list[Event]) -> None:
+    def _handle(self, frame: Frame, now: float, events: list[ConnectionEvent]) -> None:
         match frame:
             case Data(stream_id, data):
                 if stream := self._incoming(stream_id, frame):
@@ -254,10 +254,10 @@ class Connection:
             case _:
                 self._handle_role(frame, events)
 
-    def _handle_role(self, frame: Frame, events: list[Event]) -> None:
+    def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         raise RemoteProtocolError(f"the {self._peer} may not send {frame.frame_type.name}")
 
-    def _incoming(self, stream_id: int, frame: Frame) -> Stream | None:
+    def _incoming(self, stream_id: int, frame: Frame) -> StreamState | None:
         stream = self._streams.get(stream_id)
         if stream is None and (stream_id % 2 == 0 or stream_id > self._highest_id):
             raise RemoteProtocolError(
@@ -265,7 +265,7 @@ class Connection:
             )
         return stream  # None: a stream we forgot; its late frames are a legal race
 
-    def _forget_if_finished(self, stream: Stream) -> None:
+    def _forget_if_finished(self, stream: StreamState) -> None:
         if stream.finished:
             del self._streams[stream.stream_id]
 
@@ -303,7 +303,7 @@ class Connection:
         if self._writer is None:
             raise LocalProtocolError("the session has not started")
 
-    def _stream(self, stream_id: int) -> Stream:
+    def _stream(self, stream_id: int) -> StreamState:
         self._usable()
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -378,7 +378,7 @@ class Connection:
             deadline = min(deadline, keepalive)
         return deadline
 
-    def tick(self, now: float) -> list[Event]:
+    def tick(self, now: float) -> list[ConnectionEvent]:
         """Send a keepalive Ping, or close the session when it has been idle too long."""
         if self.closed:
             return []

@@ -34,8 +34,8 @@ from flyway_core.protocol.constants import (
 from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer, session_keys
 from flyway_core.protocol.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
+    ConnectionEvent,
     CreditAvailable,
-    Event,
     SessionStarted,
     StreamAccepted,
     StreamOpened,
@@ -51,7 +51,7 @@ from flyway_core.protocol.frames import (
 from flyway_core.protocol.handshake import HelloReader, check_window, random_padding
 from flyway_core.protocol.records import RecordReader, RecordWriter
 from flyway_core.protocol.replay import ReplayCache
-from flyway_core.protocol.streams import HalfState, Stream
+from flyway_core.protocol.streams import HalfState, StreamState
 
 __all__ = ["ClientConnection", "Connection", "ServerConnection"]
 
@@ -111,7 +111,7 @@ class ClientConnection(Connection):
         if stream_id > MAX_STREAM_ID:
             raise LocalProtocolError("stream ids are exhausted: start a new session")
         frame = Open(stream_id, target, bytes(data))
-        stream = Stream(
+        stream = StreamState(
             stream_id, sending=HalfState.OPEN, receiving=HalfState.PENDING, credit=self._peer_window
         )
         stream.spend(len(data))
@@ -120,7 +120,7 @@ class ClientConnection(Connection):
         self._highest_id = stream_id
         return stream_id
 
-    def _receive(self, data: Bytes, now: float) -> list[Event]:
+    def _receive(self, data: Bytes, now: float) -> list[ConnectionEvent]:
         try:
             return super()._receive(data, now)
         except RemoteProtocolError as exc:
@@ -128,7 +128,7 @@ class ClientConnection(Connection):
                 raise
             raise HandshakeRejected(f"not a flyway server, or the key differs ({exc})") from exc
 
-    def _start(self, frame: Frame, events: list[Event]) -> None:
+    def _start(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         if not isinstance(frame, Welcome):
             raise HandshakeRejected(f"expected WELCOME, got {frame.frame_type.name}")
         if frame.version != PROTOCOL_VERSION:
@@ -144,7 +144,7 @@ class ClientConnection(Connection):
             if correction:
                 events.append(CreditAvailable(stream.stream_id))
 
-    def _handle_role(self, frame: Frame, events: list[Event]) -> None:
+    def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         if not isinstance(frame, Accept):
             super()._handle_role(frame, events)
         elif stream := self._incoming(frame.stream_id, frame):
@@ -183,7 +183,7 @@ class ServerConnection(Connection):
         super()._discard_input()
         self._hello = None
 
-    def _receive(self, data: Bytes, now: float) -> list[Event]:
+    def _receive(self, data: Bytes, now: float) -> list[ConnectionEvent]:
         if self._hello is None:
             return super()._receive(data, now)
         handshake = self._hello.receive(data, now)
@@ -199,7 +199,7 @@ class ServerConnection(Connection):
         self._shared = self._features & hello.features
         padding = random_padding() if self._padding is None else self._padding
         self._send(Welcome(PROTOCOL_VERSION, self._window, self._features, padding))
-        events: list[Event] = [SessionStarted(cipher, hello.window)]
+        events: list[ConnectionEvent] = [SessionStarted(cipher, hello.window)]
         return events + super()._receive(b"", now)
 
     def accept_stream(self, stream_id: int) -> None:
@@ -207,7 +207,7 @@ class ServerConnection(Connection):
         stream.send(FrameType.ACCEPT)
         self._send(Accept(stream_id))
 
-    def _handle_role(self, frame: Frame, events: list[Event]) -> None:
+    def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         if not isinstance(frame, Open):
             super()._handle_role(frame, events)
             return
@@ -215,7 +215,7 @@ class ServerConnection(Connection):
         if stream_id % 2 == 0 or stream_id <= self._highest_id:
             raise RemoteProtocolError(f"OPEN may not use stream id {stream_id}")
         self._highest_id = stream_id
-        stream = Stream(
+        stream = StreamState(
             stream_id, sending=HalfState.PENDING, receiving=HalfState.OPEN, credit=self._peer_window
         )
         stream.take(len(frame.data), self._window)

@@ -12,7 +12,7 @@ from flyway_core.protocol.crypto import Cipher
 __all__ = [
     "CreditAvailable",
     "DataReceived",
-    "Event",
+    "ConnectionEvent",
     "PongReceived",
     "SessionClosed",
     "SessionStarted",
@@ -96,7 +96,7 @@ class SessionClosed:
     message: str
 
 
-Event: TypeAlias = (
+ConnectionEvent: TypeAlias = (
     SessionStarted
     | StreamOpened
     | StreamAccepted

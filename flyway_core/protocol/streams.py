@@ -39,7 +39,7 @@ from enum import Enum
 from flyway_core.protocol.constants import CloseReason, FrameType
 from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["HalfState", "Stream"]
+__all__ = ["HalfState", "StreamState"]
 
 
 class HalfState(Enum):
@@ -59,7 +59,7 @@ _TRANSITIONS: dict[tuple[HalfState, FrameType], HalfState] = {
 }
 
 
-class Stream:
+class StreamState:
     """One stream's two halves and its flow-control counters (mutable, owned by a connection)."""
 
     __slots__ = ("buffered", "credit", "receiving", "sending", "stream_id", "unannounced")
@@ -76,7 +76,7 @@ class Stream:
 
     def __repr__(self) -> str:
         return (
-            f"<Stream {self.stream_id} send={self.sending.value} recv={self.receiving.value}"
+            f"<StreamState {self.stream_id} send={self.sending.value} recv={self.receiving.value}"
             f" credit={self.credit} buffered={self.buffered}>"
         )
 

@@ -25,7 +25,7 @@ from flyway_core import (
     hookimpl,
     map_errors,
 )
-from flyway_core.interfaces import FrontDoor
+from flyway_core.interfaces import Carrier, FrontDoor, Transport
 from flyway_core.tls import client_ssl
 
 __all__ = ["WebSocketCarrier", "WebSocketTransport", "frame_writer"]
@@ -64,7 +64,7 @@ def frame_writer(ws: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) ->
     return writer if callable(getattr(writer, "_write_websocket_frame", None)) else None
 
 
-class WebSocketCarrier:
+class WebSocketCarrier(Carrier):
     """A carrier over an aiohttp WebSocket (client or server side)."""
 
     def __init__(
@@ -121,7 +121,7 @@ class WebSocketCarrier:
                 await self._session.close()
 
 
-class WebSocketTransport:
+class WebSocketTransport(Transport):
     """Dials ``ws(s)://server/path`` with the hello in a cookie; serves upgrades that carry one."""
 
     name = "ws"

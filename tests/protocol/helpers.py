@@ -9,8 +9,8 @@ from flyway_core.protocol import (
     Cipher,
     ClientConnection,
     Connection,
+    ConnectionEvent,
     DataReceived,
-    Event,
     Frame,
     ReplayCache,
     ServerConnection,
@@ -36,8 +36,8 @@ NOW = 1_700_000_000.0
 class Flushed:
     """What each side reported while bytes moved."""
 
-    client: list[Event] = field(default_factory=list)
-    server: list[Event] = field(default_factory=list)
+    client: list[ConnectionEvent] = field(default_factory=list)
+    server: list[ConnectionEvent] = field(default_factory=list)
 
 
 class TunnelPair:
@@ -91,12 +91,12 @@ class TunnelPair:
         self.to_server += self.client.data_to_send()
         self.to_client += self.server.data_to_send()
 
-    def deliver_to_server(self, size: int | None = None) -> list[Event]:
+    def deliver_to_server(self, size: int | None = None) -> list[ConnectionEvent]:
         """Move ``size`` bytes (default: all) in flight to the server; return its events."""
         self.pump()
         return _deliver(self.to_server, self.server, size, self.now)
 
-    def deliver_to_client(self, size: int | None = None) -> list[Event]:
+    def deliver_to_client(self, size: int | None = None) -> list[ConnectionEvent]:
         """Move ``size`` bytes (default: all) in flight to the client; return its events."""
         self.pump()
         return _deliver(self.to_client, self.client, size, self.now)
@@ -112,14 +112,16 @@ class TunnelPair:
             flushed.client += self.deliver_to_client()
 
 
-def _deliver(queue: bytearray, conn: Connection, size: int | None, now: float) -> list[Event]:
+def _deliver(
+    queue: bytearray, conn: Connection, size: int | None, now: float
+) -> list[ConnectionEvent]:
     size = len(queue) if size is None else min(size, len(queue))
     chunk = bytes(queue[:size])
     del queue[:size]
     return conn.receive_data(chunk, now)
 
 
-def data_of(events: list[Event], stream_id: int) -> bytes:
+def data_of(events: list[ConnectionEvent], stream_id: int) -> bytes:
     """Return the bytes ``events`` delivered on ``stream_id``, joined."""
     return b"".join(
         e.data for e in events if isinstance(e, DataReceived) and e.stream_id == stream_id

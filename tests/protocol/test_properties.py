@@ -14,7 +14,7 @@ from flyway_core.address import Address
 from flyway_core.errors import HandshakeRejected, RemoteProtocolError
 from flyway_core.protocol import (
     ClientConnection,
-    Event,
+    ConnectionEvent,
     ReplayCache,
     ResetReason,
     ServerConnection,
@@ -44,8 +44,10 @@ def _session_streams() -> tuple[bytes, bytes]:
     return c2s, s2c
 
 
-def _feed(conn: ClientConnection | ServerConnection, data: bytes, cuts: list[int]) -> list[Event]:
-    events: list[Event] = []
+def _feed(
+    conn: ClientConnection | ServerConnection, data: bytes, cuts: list[int]
+) -> list[ConnectionEvent]:
+    events: list[ConnectionEvent] = []
     _feed_into(conn, data, cuts, events)
     return events
 
@@ -90,7 +92,7 @@ def _check_tampered(
     tampered = bytearray(original)
     tampered[bit // 8] ^= 1 << (bit % 8)
     genuine = _reference_data(conn, original)
-    events: list[Event] = []
+    events: list[ConnectionEvent] = []
     with pytest.raises(RemoteProtocolError):
         _feed_into(conn, bytes(tampered), cuts, events)
     for stream_id, data in genuine.items():
@@ -98,7 +100,10 @@ def _check_tampered(
 
 
 def _feed_into(
-    conn: ClientConnection | ServerConnection, data: bytes, cuts: list[int], events: list[Event]
+    conn: ClientConnection | ServerConnection,
+    data: bytes,
+    cuts: list[int],
+    events: list[ConnectionEvent],
 ) -> None:
     points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
     for start, end in itertools.pairwise(points):

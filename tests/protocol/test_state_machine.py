@@ -22,9 +22,9 @@ from flyway_core.errors import LocalProtocolError
 from flyway_core.protocol import (
     MIN_WINDOW,
     Connection,
+    ConnectionEvent,
     CreditAvailable,
     DataReceived,
-    Event,
     PongReceived,
     ResetReason,
     SessionStarted,
@@ -72,7 +72,7 @@ class StreamMachine(RuleBasedStateMachine):
         if key in self.we_ended and key in self.they_ended:
             self.dead.add(key)
 
-    def _process(self, side: str, events: list[Event]) -> None:
+    def _process(self, side: str, events: list[ConnectionEvent]) -> None:
         peer = PEER[side]
         for event in events:
             if isinstance(event, SessionStarted | PongReceived):

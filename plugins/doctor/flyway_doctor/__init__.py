@@ -19,6 +19,7 @@ from flyway_http_post.envelope import MAX_HOLD_MS
 from flyway_http_post.transport import HttpPostTransport
 
 from flyway_core import ConfigError, FlywayError, ServerURL, Settings, hookimpl
+from flyway_core.plugins import Plugins
 from flyway_core.settings import DEFAULT_PORT
 from flyway_doctor.advice import advise, show
 from flyway_doctor.probes import measure
@@ -76,7 +77,7 @@ def register_commands(cli: click.Group) -> None:
                 raise ConfigError("a password is needed: -p PASSWORD or FLYWAY_PASSWORD")
             server = ServerURL.parse(url, default_port=DEFAULT_PORT)
             transport = HttpPostTransport.from_settings(settings)
-            plugins = getattr(cli, "plugins", None)
+            plugins = click.get_current_context().find_object(Plugins)  # the group's ctx.obj
             websocket = plugins.transports(settings).get("ws") if plugins is not None else None
             with err.status(f"flyway doctor: measuring {server} (up to {max_idle:g} s)"):
                 found = asyncio.run(

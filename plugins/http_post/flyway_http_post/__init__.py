@@ -9,10 +9,9 @@ from __future__ import annotations
 import click
 
 from flyway_core import Settings, hookimpl
-from flyway_http_post.auto import AutoTransport
 from flyway_http_post.transport import HttpPostTransport
 
-__all__ = ["AutoTransport", "HttpPostTransport"]
+__all__ = ["HttpPostTransport"]
 
 
 @hookimpl
@@ -49,16 +48,9 @@ def add_options() -> list[click.Option]:
             show_default=True,
             help="Seconds a long poll waits for data (keep under proxy read timeouts).",
         ),
-        click.Option(
-            ["--auto"],
-            is_flag=True,
-            help="Client: WebSocket when it passes the path, else HTTP POST, checked at "
-            "connect (`flyway doctor URL` shows why).",
-        ),
     ]
 
 
 @hookimpl
-def register_transports(settings: Settings) -> list[HttpPostTransport | AutoTransport]:
-    http = HttpPostTransport.from_settings(settings)
-    return [http, AutoTransport(http)]
+def register_transports(settings: Settings) -> list[HttpPostTransport]:
+    return [HttpPostTransport.from_settings(settings)]

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 import aiohttp
 
 from flyway_core import CarrierClosed, DialError, ServerURL, Settings, TunnelRefused
+from flyway_core.interfaces import Carrier
 from flyway_core.tls import client_ssl
 from flyway_http_post.envelope import (
     EnvelopeKeys,
@@ -110,8 +111,10 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class HttpPostCarrier:
+class HttpPostCarrier(Carrier):
     """A reliable duplex pipe over POST requests (see the module docstring)."""
+
+    keepalive = False  # answers to long polls show the server is alive; idle means quiet
 
     def __init__(
         self, post: Post, keys: EnvelopeKeys, limits: Limits, session_id: bytes, server: str

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from flyway_core import CarrierClosed
+from flyway_core.interfaces import Carrier
 from flyway_http_post.envelope import (
     MAX_HOLD_MS,
     EnvelopeKeys,
@@ -66,8 +67,10 @@ def _headers(streamed: bool) -> dict[str, str]:
     return headers
 
 
-class HttpSession:
+class HttpSession(Carrier):
     """Server-side state of one tunnel session, and its Carrier for the core."""
+
+    keepalive = False  # polls show the client is alive (the reaper ends a silent one)
 
     def __init__(self, session_id: bytes, peer: str) -> None:
         self.id = session_id
@@ -243,7 +246,7 @@ class HttpPostServer:
         peer = request.remote or "?"
         if envelope.session in self.sessions:
             return None  # a replayed OPEN: door.accept would refuse it as well
-        connection = self.door.accept(hello, peer, keepalive=False)
+        connection = self.door.accept(hello, peer)
         if connection is None:
             return None
         session = HttpSession(envelope.session, peer)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from flyway_core import ConfigError, ServerURL, Settings
-from flyway_core.interfaces import FrontDoor
+from flyway_core.interfaces import FrontDoor, Transport
 from flyway_core.protocol import derive_master_key
 from flyway_http_post.client import HttpPostCarrier, http_client, open_carrier
 from flyway_http_post.envelope import EnvelopeKeys
@@ -34,12 +34,10 @@ def parse_headers(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
     return headers
 
 
-class HttpPostTransport:
+class HttpPostTransport(Transport):
     """Client and server sides of the POST carrier."""
 
     name = "http"
-    flag: str | None = None
-    keepalive = False  # long polls show the peer is alive; an idle tunnel stays quiet
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import click
 
 from flyway_core import DialError, ServerURL, Settings, TunnelRefused, hookimpl
-from flyway_core.interfaces import FrontDoor
+from flyway_core.interfaces import Carrier, FrontDoor, Transport
 
 __all__ = ["TcpCarrier", "TcpTransport"]
 
@@ -29,7 +29,7 @@ def register_transports(settings: Settings) -> list[TcpTransport]:
     return [TcpTransport(settings.option("tcp_port", 0))]
 
 
-class TcpCarrier:
+class TcpCarrier(Carrier):
     """A carrier over an asyncio stream pair."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -51,11 +51,10 @@ class TcpCarrier:
             await self.writer.wait_closed()
 
 
-class TcpTransport:
+class TcpTransport(Transport):
     """Dials and serves the tunnel on ``port``."""
 
     name = "tcp"
-    flag = None
 
     def __init__(self, port: int) -> None:
         self.port = port

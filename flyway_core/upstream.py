@@ -1,0 +1,84 @@
+"""The server's side of streams: dial each target a client opens, then relay to it.
+
+A ``Session`` on the server hands every stream the client opened to an
+``Upstream`` (its ``on_stream``). The upstream asks the dialer plugins how to
+reach the target, connects with the stream's ``LocalLink`` as the connection's
+protocol, and then either accepts the stream and relays until both directions
+end, or resets it with the reason the dial failed for (refused, unreachable,
+name not found, timed out, not allowed). A dialer that crashes or claims success
+without connecting resets only its own stream: the session lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from flyway_core.errors import FlywayError, TargetError
+from flyway_core.events import Event, StreamUp
+from flyway_core.link import LocalLink
+from flyway_core.protocol import ResetReason
+
+if TYPE_CHECKING:
+    from flyway_core.address import Address
+    from flyway_core.interfaces import Dialer
+    from flyway_core.session import Session
+    from flyway_core.stream import TunnelStream
+
+__all__ = ["TARGET_TIMEOUT", "Upstream"]
+
+log = logging.getLogger(__name__)
+TARGET_TIMEOUT = 10.0  # seconds a dial to a stream's target may take
+
+
+class Upstream:
+    """Serves the streams clients open: dial, accept or reset, relay (``Session.on_stream``)."""
+
+    def __init__(
+        self, dialer_for: Callable[[Address], Dialer], emit: Callable[[Event], None]
+    ) -> None:
+        self._dialer_for = dialer_for
+        self._emit = emit
+
+    def __call__(self, session: Session, stream: TunnelStream) -> None:
+        session.spawn(self._serve(session, stream))
+
+    async def _serve(self, session: Session, stream: TunnelStream) -> None:
+        link = LocalLink()
+        try:
+            await self._dial(stream.target, link)
+        except FlywayError as exc:
+            if isinstance(exc, TargetError):
+                stream.error, reason = f"{stream.target}: {exc}", exc.reason
+            else:
+                stream.error, reason = str(exc), ResetReason.INTERNAL
+            stream.reset(reason, str(exc))
+            session.close_stream(stream)
+            if link.transport is not None:
+                link.transport.abort()
+            return
+        session.accept_stream(stream)
+        self._emit(StreamUp(session.id, stream.stream_id, stream.target, session.peer))
+        try:
+            await link.run(stream)
+        finally:
+            session.close_stream(stream)
+
+    async def _dial(self, target: Address, link: LocalLink) -> None:
+        dialer = self._dialer_for(target)
+        try:
+            async with asyncio.timeout(TARGET_TIMEOUT):
+                await dialer.connect(target, link)
+        except TimeoutError:
+            raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
+        except FlywayError:
+            raise
+        except Exception as exc:  # a plugin's failing dialer must not end the session
+            log.debug("dialing %s failed", target, exc_info=True)
+            raise TargetError(
+                f"dialer failed ({type(exc).__name__}: {exc})", reason=ResetReason.INTERNAL
+            ) from exc
+        if link.transport is None:
+            raise TargetError(f"dialer {dialer} did not connect", reason=ResetReason.INTERNAL)
