@@ -18,6 +18,7 @@ from flyway_core.errors import (
     TargetError,
     TunnelRefused,
     TunnelUnavailable,
+    describe_error,
     map_errors,
 )
 from flyway_core.hookspecs import hookimpl
@@ -45,6 +46,7 @@ __all__ = [
     "TunnelRefused",
     "TunnelUnavailable",
     "__version__",
+    "describe_error",
     "hookimpl",
     "map_errors",
     "take_buffered",

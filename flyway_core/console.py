@@ -19,7 +19,6 @@ from flyway_core.events import (
     DialFailed,
     Event,
     Listening,
-    Notice,
     SessionDown,
     SessionUp,
     StreamDown,
@@ -97,10 +96,6 @@ class ConsoleReporter:
                 self._line("yellow", f"turned away {peer}: {reason} (served the fallback)")
             case Listening(what, address) if self.verbosity >= 1:
                 self._line("dim", f"{what} listening on {address}")
-            case Notice(level, message):
-                if level == "error" or self.verbosity >= 0:
-                    style = {"error": "red", "warning": "yellow"}.get(level, "")
-                    self._line(style, message)
 
     def _line(self, style: str, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")

@@ -34,6 +34,7 @@ __all__ = [
     "TunnelRefused",
     "TunnelUnavailable",
     "StreamResetError",
+    "describe_error",
     "map_errors",
 ]
 
@@ -56,6 +57,23 @@ class CarrierClosed(CarrierError):
 
 class TunnelUnavailable(CarrierError):
     """No session to the server is up right now, so a new stream cannot be opened."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return one readable phrase for a library's exception, for a log line or a reset.
+
+    An OS error gives its ``strerror`` (also when wrapped, as aiohttp's connector
+    errors wrap it in ``os_error``), a bare timeout "timed out", anything else its
+    message or, failing that, its type's name.
+    """
+    wrapped = getattr(exc, "os_error", None)
+    if isinstance(wrapped, OSError):
+        exc = wrapped
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 @contextmanager

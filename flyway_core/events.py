@@ -12,7 +12,6 @@ __all__ = [
     "DialFailed",
     "Event",
     "Listening",
-    "Notice",
     "SessionDown",
     "SessionUp",
     "StreamDown",
@@ -91,20 +90,12 @@ class DialFailed:
 
 @dataclass(frozen=True, slots=True)
 class Traffic:
-    """Running totals, once a second while anything is open."""
+    """Running totals, once a second while bytes move or streams open and close."""
 
     sent: int
     received: int
     streams: int
     sessions: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A line for the user that fits no other event. ``level`` is info, warning or error."""
-
-    level: str
-    message: str
 
 
 Event = (
@@ -116,5 +107,4 @@ Event = (
     | TunnelRejected
     | DialFailed
     | Traffic
-    | Notice
 )

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from flyway_core.address import Address
+from flyway_core.errors import describe_error
 from flyway_core.protocol import ResetReason
 
 __all__ = ["HELD_LIMIT", "LinkedStream", "LocalLink", "take_buffered"]
@@ -145,7 +146,7 @@ class LocalLink(asyncio.Protocol):
         if self._done.done():
             return
         if self._stream is not None:
-            self.error = self.error or (_describe(exc) if exc else "the local side closed")
+            self.error = self.error or (describe_error(exc) if exc else "the local side closed")
             self._stream.reset(ResetReason.CANCELLED, self.error)
         self._finish(False)
 
@@ -238,7 +239,3 @@ class LocalLink(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()
-
-
-def _describe(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

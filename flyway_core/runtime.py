@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from flyway_core.client import ClientTunnel
 from flyway_core.events import Listening, Traffic
 from flyway_core.server import FlywayServer
-from flyway_core.session import Stats
+from flyway_core.stats import Stats
 
 if TYPE_CHECKING:
     from flyway_core.address import Address, ServerURL
@@ -26,9 +26,14 @@ TRAFFIC_INTERVAL = 1.0
 
 
 async def _report_traffic(plugins: Plugins, stats: Stats) -> None:
+    """Emit the totals once a second, but only when they changed: an idle tunnel is quiet."""
+    last: Traffic | None = None
     while True:
         await asyncio.sleep(TRAFFIC_INTERVAL)
-        plugins.emit(Traffic(stats.sent, stats.received, stats.streams, stats.sessions))
+        now = Traffic(stats.sent, stats.received, stats.streams, stats.sessions)
+        if now != last:
+            plugins.emit(now)
+            last = now
 
 
 async def run_server(

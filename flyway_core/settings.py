@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flyway_core.protocol import DEFAULT_WINDOW
+
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_PORT", "DEFAULT_WINDOW", "Settings"]
 
 DEFAULT_PORT = 8100
-DEFAULT_WINDOW = 1 << 20
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 

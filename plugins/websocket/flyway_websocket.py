@@ -22,6 +22,7 @@ from flyway_core import (
     ServerURL,
     Settings,
     TunnelRefused,
+    describe_error,
     hookimpl,
     map_errors,
 )
@@ -143,13 +144,9 @@ class WebSocketTransport(Transport):
         except aiohttp.WSServerHandshakeError as exc:
             await session.close()
             raise TunnelRefused(str(server), f"HTTP {exc.status}") from None
-        except aiohttp.ClientConnectorError as exc:
-            await session.close()
-            reason = exc.os_error.strerror or str(exc.os_error)
-            raise DialError(f"cannot reach {server}: {reason.lower()}") from None
         except (aiohttp.ClientError, OSError) as exc:
             await session.close()
-            raise DialError(f"cannot reach {server}: {exc}") from None
+            raise DialError(f"cannot reach {server}: {describe_error(exc).lower()}") from None
         except BaseException:
             await session.close()
             raise

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 
 import aiohttp
 
-from flyway_core import CarrierClosed, DialError, ServerURL, Settings, TunnelRefused
+from flyway_core import CarrierClosed, DialError, ServerURL, Settings, TunnelRefused, describe_error
 from flyway_core.interfaces import Carrier
 from flyway_core.tls import client_ssl
 from flyway_http_post.envelope import (
@@ -89,7 +89,7 @@ async def open_carrier(
             data = await response.read()
             status = response.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise DialError(f"cannot reach {server}: {_describe(exc)}") from None
+        raise DialError(f"cannot reach {server}: {describe_error(exc).lower()}") from None
     if status != 200:
         raise TunnelRefused(server, f"HTTP {status}")
     try:
@@ -101,14 +101,6 @@ async def open_carrier(
     carrier = HttpPostCarrier(post, keys, limits, session_id, server)
     carrier.start()
     return carrier
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return (exc.os_error.strerror or str(exc.os_error)).lower()
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 class HttpPostCarrier(Carrier):
@@ -348,7 +340,7 @@ class HttpPostCarrier(Carrier):
                         self._up.acknowledge(envelope.up_ack)
                         self._deliver(envelope.down_offset, payload)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            log.debug("request failed: %s", _describe(exc))
+            log.debug("request failed: %s", describe_error(exc).lower())
             return False
         if reader.pending:
             return False  # cut short mid-envelope
