@@ -92,6 +92,27 @@ def test_a_missing_transport_plugin_names_the_package() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["-K", "-L", "1080::22", "127.0.0.1:1"],
+            "-K needs the 'kcp' transport: pip install flyway-kcp",
+        ),
+        (["-D", "1080", "127.0.0.1:1"], "-D needs the 'socks5' plugin: pip install flyway-socks5"),
+        (["-P", "/var/www"], "pip install flyway-fallback"),
+    ],
+)
+def test_a_goflyway_flag_without_its_plugin_names_the_package(
+    args: list[str], expected: str
+) -> None:
+    result = run(*args, "-p", "x")
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_bad_forward_rule_is_one_line() -> None:
     result = run("-L", "nope", "127.0.0.1:1", "-p", "x")
     assert result.returncode == 2
