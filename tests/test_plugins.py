@@ -332,3 +332,70 @@ async def test_a_dialer_that_crashes_resets_its_stream_and_the_session_lives_on(
         async with tunnel.open_stream(echo_server) as stream:  # the same session still works
             await stream.write(b"ping")
             assert await stream.read() == b"ping"
+
+
+def test_register_transports_is_called_once_and_its_answers_kept(
+    plugins: Plugins, pm: FlywayPluginManager
+) -> None:
+    calls: list[Settings] = []
+
+    class Counting:
+        @hookimpl
+        def register_transports(self, settings: Settings) -> list[_Transport]:
+            calls.append(settings)
+            return [_Transport("counted")]
+
+    pm.register(Counting(), name="counting")
+    settings = Settings()
+    first = plugins.transports(settings)
+    assert plugins.transports(settings) is first
+    assert plugins.transport("counted", settings) is first["counted"]
+    assert len(calls) == 1
+
+
+def test_hooks_are_called_through_pluggy_so_wrappers_see_them(
+    plugins: Plugins, pm: FlywayPluginManager
+) -> None:
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_listeners(self, settings: Settings) -> object:
+            seen.append("before")
+            answers = yield
+            seen.append(f"after {len(answers)}")
+            return answers
+
+    pm.register(Wrapper(), name="wrapper")
+    plugins.listeners(Settings(options={"forward": ["1080"]}))
+    assert seen == ["before", "after 1"]
+
+
+async def test_transports_see_the_bound_port_before_they_serve(
+    plugins: Plugins, settings: Settings
+) -> None:
+    from flyway_core.server import FlywayServer
+
+    seen: list[int] = []
+
+    class PortReader(_Transport):
+        def serve(self, door: object) -> contextlib.nullcontext[None]:
+            seen.append(door.bound.port)  # type: ignore[attr-defined]
+            return contextlib.nullcontext()
+
+    server = FlywayServer(
+        Address("127.0.0.1", 0),
+        settings,
+        transports={"udp-like": PortReader("udp-like")},
+        fallback=plugins.fallback(None, settings),
+        dialer_for=lambda target: plugins.dialer(target, settings),
+        emit=lambda event: None,
+    )
+    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(server.serve(started=bound.set_result))
+    try:
+        address = await asyncio.wait_for(bound, 5)
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
+    assert seen == [address.port] and address.port != 0
