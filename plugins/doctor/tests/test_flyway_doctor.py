@@ -3,6 +3,7 @@ recommended, and one clear line when the server cannot be asked."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import concurrent.futures
 import contextlib
@@ -12,9 +13,11 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import flyway_http_post
 import flyway_websocket
 import pytest
 from aiohttp import web
@@ -126,6 +129,31 @@ def only_http(settings: Settings) -> dict[str, Transport]:
 
 def only_ws(settings: Settings) -> dict[str, Transport]:
     return {"ws": flyway_websocket.WebSocketTransport()}
+
+
+# --- the plugin -------------------------------------------------------------------------
+
+
+def test_the_doctor_is_a_plugin_of_its_own_that_adds_one_command() -> None:
+    listed = Plugins(make_plugin_manager(blocked=["console"])).describe(Settings())
+    assert (listed["doctor"].distribution, listed["doctor"].hooks) == (
+        "flyway-doctor",
+        ["register_commands"],
+    )
+    assert "register_commands" not in listed["http_post"].hooks
+
+
+def test_http_post_does_not_import_the_doctor() -> None:
+    package = Path(flyway_http_post.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(), str(module))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(name.startswith("flyway_doctor") for name in names), module.name
 
 
 # --- the doctor -------------------------------------------------------------------------
