@@ -25,6 +25,7 @@ from rich.table import Table
 
 from flyway_core import __version__
 from flyway_core.address import Address, ServerURL
+from flyway_core.allocator import tune_allocator
 from flyway_core.errors import ConfigError, FlywayError
 from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
@@ -336,6 +337,7 @@ def _run(coro: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    tune_allocator()
     try:
         import uvloop
     except ImportError:
