@@ -156,7 +156,7 @@ class _Path:
         start = time.monotonic()
         try:
             async with self.http.post(
-                self.transport._url(self.server),
+                self.transport.request_url(self.server),
                 data=body,
                 headers=self.transport.headers,
                 proxy=self.transport.proxy,

@@ -68,7 +68,8 @@ class HttpPostTransport(Transport):
             proxy=settings.option("http_proxy_url"),
         )
 
-    def _url(self, server: ServerURL) -> str:
+    def request_url(self, server: ServerURL) -> str:
+        """The URL of one request to ``server`` (``-U`` applied, {rand} filled in)."""
         path = self.path.replace("{rand}", os.urandom(4).hex())
         base = server.path.rstrip("/") if server.path != "/" else ""
         return server.url(base + path)
@@ -81,7 +82,7 @@ class HttpPostTransport(Transport):
             body: bytes, timeout: float
         ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
             return http.post(
-                self._url(server),
+                self.request_url(server),
                 data=body,
                 headers=self.headers,
                 proxy=self.proxy,
