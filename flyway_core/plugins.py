@@ -275,8 +275,8 @@ class Plugins:
         so one that raises cannot keep the event from the others.
         """
         observers = self._observers
-        if observers is None:
-            observers = self._observers = self._observer_callers()
+        if observers is None or len(observers) != len(self.pm.hook.on_event.get_hookimpls()):
+            observers = self._observers = self._observer_callers()  # plugins came or went
         for observe in observers:
             try:
                 observe(event=event)
