@@ -81,7 +81,12 @@ class FrontDoor(Protocol):
         """Offer every HTTP request to ``handler``; returning None passes it on."""
 
     def accept(self, hello: bytes, peer: str) -> ServerConnection | None:
-        """Check a client's first bytes; None means rejected (already reported)."""
+        """Check a client's first bytes; None means rejected (already reported).
+
+        ``hello`` must be the client's whole hello and nothing else (``ClientConnection.
+        hello()``): a prefix, a hello that fails in any way, or bytes after it are rejected.
+        Answer a rejected request exactly as an unclaimed one (``fallback``).
+        """
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
         """Answer ``request`` as the site the server fronts (what a prober sees)."""

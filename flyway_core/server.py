@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from flyway_core.address import Address
-from flyway_core.errors import ConfigError, HandshakeRejected
+from flyway_core.errors import ConfigError, HandshakeRejected, RemoteProtocolError
 from flyway_core.events import Event, Listening, SessionDown, SessionUp, TunnelRejected
 from flyway_core.protocol import ReplayCache, ServerConnection, derive_master_key
 from flyway_core.session import Session
@@ -78,9 +78,16 @@ class FlywayServer:
             idle_timeout=self.settings.idle_timeout,
         )
         try:
-            connection.receive_data(hello, time.time())
-        except HandshakeRejected as exc:
-            self._emit(TunnelRejected(peer, str(exc)))
+            events = connection.receive_data(hello, time.time())
+        except RemoteProtocolError as exc:  # HandshakeRejected, or garbage after a good hello
+            reason = str(exc) if isinstance(exc, HandshakeRejected) else f"after the hello: {exc}"
+            self._emit(TunnelRejected(peer, reason))
+            return None
+        if not connection.accepted:  # a prefix: a transport hands over whole hellos only
+            self._emit(TunnelRejected(peer, f"incomplete hello ({len(hello)} bytes)"))
+            return None
+        if len(events) != 1:  # anything but the hello itself: transports carry it alone
+            self._emit(TunnelRejected(peer, "unexpected records after the hello"))
             return None
         return connection
 
