@@ -52,6 +52,8 @@ __all__ = ["Session", "Stats"]
 
 log = logging.getLogger(__name__)
 CLOSE_FLUSH_SECONDS = 1.0  # how long a goodbye (Close) may take to leave
+QUEUE_LIMIT = 4 << 20  # stream bytes a session holds for a slow carrier before the
+# sockets feeding it pause; they resume once half of it has gone out
 _session_ids = itertools.count(1)
 
 
@@ -86,6 +88,8 @@ class Session:
         self._wake = asyncio.Event()
         self._sending = False
         self._backlog = b""  # taken from the protocol, refused by send_nowait: goes first
+        self._in_flight = 0  # bytes handed to carrier.send() that it has not finished with
+        self._gated = False  # a stream was refused credit because the queue was full
         self._send_nowait = carrier.send_nowait
         self._tasks: asyncio.TaskGroup | None = None
         self._done = False
@@ -128,7 +132,26 @@ class Session:
         )
 
     def send_window(self, stream_id: int) -> int:
-        return 0 if self._done else self._conn.send_window(stream_id)
+        """Bytes the stream may send now: its credit, within the session's queue limit."""
+        if self._done:
+            return 0
+        room = QUEUE_LIMIT - self.queued
+        if room <= 0:
+            self._gated = True  # the stream's link pauses; _ungate wakes it
+            return 0
+        return min(self._conn.send_window(stream_id), room)
+
+    @property
+    def queued(self) -> int:
+        """Stream bytes waiting for the carrier: queued, backlogged, or in a send()."""
+        return self._conn.queued_data + len(self._backlog) + self._in_flight
+
+    def _ungate(self) -> None:
+        """The queue drained below half its limit: let the paused streams send again."""
+        if self._gated and self.queued < QUEUE_LIMIT // 2:
+            self._gated = False
+            for stream in list(self._streams.values()):
+                stream.feed_credit()
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Queue data; the caller then calls ``send_soon()``."""
@@ -246,15 +269,22 @@ class Session:
         if not self._send_nowait(data):
             self._backlog = data
             self._wake.set()
+        elif self._gated:
+            self._ungate()
 
     async def _send_queued(self) -> None:
         self._sending = True
         try:
             while data := self._backlog + self._conn.data_to_send():
                 self._backlog = b""
+                self._in_flight = len(data)
                 await self._carrier.send(data)
+                self._in_flight = 0
+                if self._gated:
+                    self._ungate()
         finally:
             self._sending = False
+            self._in_flight = 0
 
     async def _write_loop(self) -> None:
         while True:

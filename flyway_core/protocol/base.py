@@ -106,6 +106,7 @@ class Connection:
         self._writer: RecordWriter | None = None
         self._reader: RecordReader | None = None
         self._out: list[bytes] = []
+        self._out_data = 0  # stream bytes among them (record overhead aside)
         self._streams: dict[int, StreamState] = {}
         self._highest_id = 0
         self._started = False
@@ -130,7 +131,11 @@ class Connection:
 
     @property
     def peer_window(self) -> int:
-        """The receive window the peer grants us per stream (assumed until it says)."""
+        """Our send credit per stream: the peer's window, but never more than our own.
+
+        A peer that announces a huge window and then never reads would otherwise make us
+        queue that much per stream; capped, each side holds at most its own ``-W``.
+        """
         return self._peer_window
 
     @property
@@ -283,7 +288,13 @@ class Connection:
             return b""
         data = b"".join(out)
         out.clear()
+        self._out_data = 0
         return data
+
+    @property
+    def queued_data(self) -> int:
+        """Stream bytes queued for the carrier and not yet taken by ``data_to_send``."""
+        return self._out_data
 
     def _send(self, frame: Frame) -> None:
         if self._writer is None:
@@ -328,6 +339,7 @@ class Connection:
         if writer is None:  # pragma: no cover - streams exist only once the session started
             raise LocalProtocolError("the session has not started")
         out = self._out
+        self._out_data += len(data)
         view = memoryview(data) if len(data) > MAX_DATA else data  # slices without copying
         for start in range(0, len(data), MAX_DATA):
             out.extend(writer.seal_parts(encode_data(stream_id, view[start : start + MAX_DATA])))

@@ -136,8 +136,9 @@ class ClientConnection(Connection):
         check_window(frame.window, HandshakeRejected)
         self._started = True
         self._shared = self._features & frame.features
-        correction = frame.window - self._peer_window
-        self._peer_window = frame.window
+        credit = min(frame.window, self._window)  # never more in flight than we would buffer
+        correction = credit - self._peer_window
+        self._peer_window = credit
         events.append(SessionStarted(self._session_cipher, frame.window))
         for stream in self._streams.values():
             stream.credit += correction
@@ -194,7 +195,7 @@ class ServerConnection(Connection):
         self._cipher = cipher
         self._reader = handshake.reader
         self._writer = RecordWriter(Sealer(handshake.to_client_key, cipher))
-        self._peer_window = hello.window
+        self._peer_window = min(hello.window, self._window)  # at most our own window in flight
         self._started = True
         self._shared = self._features & hello.features
         padding = random_padding() if self._padding is None else self._padding

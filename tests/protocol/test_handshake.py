@@ -57,7 +57,19 @@ def test_both_sides_start_the_session_and_learn_each_others_window() -> None:
     assert flushed.server == [SessionStarted(Cipher.AES_256_GCM, 200_000)]
     assert flushed.client == [SessionStarted(Cipher.AES_256_GCM, 300_000)]
     assert pair.server.accepted
-    assert (pair.client.peer_window, pair.server.peer_window) == (300_000, 200_000)
+    # each side's send credit is the peer's window, at most its own
+    assert (pair.client.peer_window, pair.server.peer_window) == (200_000, 200_000)
+
+
+def test_a_peer_window_beyond_ours_does_not_raise_our_credit() -> None:
+    from flyway_core.protocol import MAX_WINDOW, MIN_WINDOW, Address
+
+    pair = TunnelPair(client_window=MAX_WINDOW, server_window=MIN_WINDOW)
+    stream_id = pair.client.open_stream(Address("example.com", 80))
+    pair.flush()
+    assert pair.server.peer_window == MIN_WINDOW  # the client announced 2**31-1
+    pair.server.accept_stream(stream_id)
+    assert pair.server.send_window(stream_id) == MIN_WINDOW
 
 
 def test_a_chacha20_client_is_accepted_and_the_server_learns_its_cipher() -> None:
