@@ -29,7 +29,8 @@ from flyway_core.allocator import tune_allocator
 from flyway_core.errors import ConfigError, FlywayError
 from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
-from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, Settings
+from flyway_core.rlimits import raise_open_files
+from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, ServerLimits, Settings
 from flyway_core.tls import server_ssl
 
 __all__ = ["build_cli", "main"]
@@ -49,6 +50,7 @@ Examples:
 # The core's own transport flags: parameter name -> (transport, flag). Which package
 # provides each transport is in plugins.FLAGS / TRANSPORT_PACKAGES.
 _TRANSPORT_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K"), "auto": ("auto", "--auto")}
+_LIMITS = ServerLimits()  # the defaults, for --help
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("flyway")
 
@@ -136,6 +138,27 @@ def build_run_command(
     )
     @click.option("-q", "quiet", is_flag=True, help="Errors only.")
     @click.option(
+        "--max-sessions",
+        type=click.IntRange(1),
+        default=_LIMITS.sessions,
+        show_default=True,
+        help="Server: sessions in all; more get a sealed 'busy' Close.",
+    )
+    @click.option(
+        "--max-sessions-per-address",
+        type=click.IntRange(1),
+        default=_LIMITS.sessions_per_address,
+        show_default=True,
+        help="Server: sessions from one client address.",
+    )
+    @click.option(
+        "--max-streams",
+        type=click.IntRange(1),
+        default=_LIMITS.streams_per_session,
+        show_default=True,
+        help="Server: streams open at once in one session; more are reset as 'busy'.",
+    )
+    @click.option(
         "--disable-plugin",
         multiple=True,
         metavar="NAME",
@@ -160,6 +183,9 @@ def build_run_command(
             "verbose",
             "quiet",
             "disable_plugin",
+            "max_sessions",
+            "max_sessions_per_address",
+            "max_streams",
         }
         settings = Settings(
             password=params["password"] or "",
@@ -167,6 +193,11 @@ def build_run_command(
             idle_timeout=params["timeout"],
             cipher=params["cipher"],
             verbosity=-1 if params["quiet"] else params["verbose"],
+            limits=ServerLimits(
+                sessions=params["max_sessions"],
+                sessions_per_address=params["max_sessions_per_address"],
+                streams_per_session=params["max_streams"],
+            ),
             options={k: v for k, v in params.items() if k not in core},
         )
         _setup_logging(settings.verbosity)
@@ -338,6 +369,7 @@ def _run(coro: Any) -> None:
             await task
 
     tune_allocator()
+    raise_open_files()
     try:
         import uvloop
     except ImportError:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flyway_core.errors import CarrierError, DialError, TunnelRefused, TunnelUnavailable
 from flyway_core.events import DialFailed, Event, SessionDown, SessionUp
-from flyway_core.protocol import Cipher, ClientConnection, derive_master_key
+from flyway_core.protocol import Cipher, ClientConnection, CloseReason, derive_master_key
 from flyway_core.session import Session
 from flyway_core.stats import Stats
 
@@ -95,7 +95,12 @@ class ClientTunnel:
                 await session.run()
             finally:
                 await self._set_session(None)
-            if session.started.is_set():
+            if session.closed_by is CloseReason.BUSY:  # full: back off as after a failed dial
+                self._emit(SessionDown(session.id, str(self.server), session.error))
+                self._emit(DialFailed(str(self.server), session.error or "busy", backoff))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            elif session.started.is_set():
                 backoff = BACKOFF_FIRST
                 self._emit(SessionDown(session.id, str(self.server), session.error))
             else:  # the carrier opened, but the server never answered the handshake

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from flyway_core.address import Address
-from flyway_core.errors import ConfigError, HandshakeRejected, RemoteProtocolError
+from flyway_core.errors import ConfigError, FlywayError, HandshakeRejected, RemoteProtocolError
 from flyway_core.events import Event, Listening, SessionDown, SessionUp, TunnelRejected
-from flyway_core.protocol import ReplayCache, ServerConnection, derive_master_key
+from flyway_core.protocol import CloseReason, ReplayCache, ServerConnection, derive_master_key
+from flyway_core.rlimits import stream_budget
 from flyway_core.session import Session
 from flyway_core.stats import Stats
 from flyway_core.upstream import Upstream
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["FlywayServer"]
 
 log = logging.getLogger(__name__)
+REFUSE_LINGER = 2.0  # seconds a refused session's carrier stays open for the Close to arrive
 
 
 class FlywayServer:
@@ -57,7 +59,12 @@ class FlywayServer:
         self.bound = listen  # the real address once the port is bound (before transports serve)
         self.sessions: set[Session] = set()
         self.fallback_handler = fallback
-        self._upstream = Upstream(dialer_for, emit)
+        self._upstream = Upstream(
+            dialer_for,
+            emit,
+            streams_per_session=settings.limits.streams_per_session,
+            streams_in_all=stream_budget(),
+        )
         self._emit = emit
         self._ssl = ssl_context
         self._handlers: list[RequestHandler] = []
@@ -97,6 +104,10 @@ class FlywayServer:
     async def run_session(
         self, carrier: Carrier, connection: ServerConnection, *, peer: str, transport: str
     ) -> None:
+        busy = self._over_limits(peer)
+        if busy is not None:
+            await self._refuse(carrier, connection, peer, busy)
+            return
         session = Session(
             connection,
             carrier,
@@ -113,6 +124,35 @@ class FlywayServer:
         finally:
             self.sessions.discard(session)
             self._emit(SessionDown(session.id, peer, session.error))
+
+    def _over_limits(self, peer: str) -> str | None:
+        """Why one more session from ``peer`` would be too many, or None."""
+        limits = self.settings.limits
+        if len(self.sessions) >= limits.sessions:
+            return f"the server holds {limits.sessions} sessions, all it takes"
+        if sum(s.peer == peer for s in self.sessions) >= limits.sessions_per_address:
+            return f"{limits.sessions_per_address} sessions from {peer} are open"
+        return None
+
+    async def _refuse(
+        self, carrier: Carrier, connection: ServerConnection, peer: str, why: str
+    ) -> None:
+        """Tell an authenticated client, sealed, that the server is busy; then hang up.
+
+        The Close follows the Welcome; the carrier stays open until the client hangs
+        up (or a short while), so carriers that deliver by polling deliver it too.
+        """
+        self._emit(TunnelRejected(peer, f"busy: {why}"))
+        connection.close(CloseReason.BUSY, f"busy: {why}")
+        try:
+            async with asyncio.timeout(REFUSE_LINGER):
+                await carrier.send(connection.data_to_send())
+                while await carrier.receive():
+                    pass
+        except (TimeoutError, FlywayError, ConnectionError, OSError):
+            pass
+        finally:
+            await carrier.close()
 
     # --- running ------------------------------------------------------------------------
 

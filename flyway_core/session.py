@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from flyway_core.errors import CarrierError, RemoteProtocolError
 from flyway_core.events import Event, StreamDown, StreamUp
 from flyway_core.protocol import (
+    CloseReason,
     CreditAvailable,
     DataReceived,
     PongReceived,
@@ -78,6 +79,7 @@ class Session:
         self.peer = peer
         self.started = asyncio.Event()
         self.error: str | None = None
+        self.closed_by: CloseReason | None = None  # the reason of the peer's Close, if any
         self.rtt: float | None = None
         self._conn = connection
         self._carrier = carrier
@@ -99,6 +101,11 @@ class Session:
     @property
     def alive(self) -> bool:
         return not self._done
+
+    @property
+    def open_streams(self) -> int:
+        """How many streams of this session are open (being dialed, or relaying)."""
+        return len(self._streams)
 
     # --- protocol operations for streams ------------------------------------------------
 
@@ -329,7 +336,8 @@ class Session:
                 self.started.set()
             case PongReceived(rtt):
                 self.rtt = rtt
-            case SessionClosed(_, message):
+            case SessionClosed(reason, message):
+                self.closed_by = reason
                 raise _SessionOver(message or "the peer closed the session")
 
     def _opened(self, stream_id: int, target: Address, data: bytes) -> None:

@@ -8,10 +8,23 @@ from typing import Any
 
 from flyway_core.protocol import DEFAULT_WINDOW
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_PORT", "DEFAULT_WINDOW", "Settings"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_PORT", "DEFAULT_WINDOW", "ServerLimits", "Settings"]
 
 DEFAULT_PORT = 8100
 DEFAULT_IDLE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """How much one server takes on (``--max-sessions`` and friends); refusals are typed.
+
+    A client keeps one session, and a browser behind it rarely holds more than a few
+    hundred connections, so the defaults leave room for every honest use.
+    """
+
+    sessions: int = 4096  # sessions in all
+    sessions_per_address: int = 1024  # sessions from one client address
+    streams_per_session: int = 2048  # streams open at once in one session
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +36,7 @@ class Settings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     cipher: str = "aes-256-gcm"
     verbosity: int = 0
+    limits: ServerLimits = field(default_factory=ServerLimits)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, name: str, default: Any = None) -> Any:

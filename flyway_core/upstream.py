@@ -34,16 +34,37 @@ TARGET_TIMEOUT = 10.0  # seconds a dial to a stream's target may take
 
 
 class Upstream:
-    """Serves the streams clients open: dial, accept or reset, relay (``Session.on_stream``)."""
+    """Serves the streams clients open: dial, accept or reset, relay (``Session.on_stream``).
+
+    A stream beyond ``streams_per_session`` in its session, or beyond ``streams_in_all``
+    in the process (what its file descriptors allow, with headroom for the front door),
+    is reset as BUSY before anything is dialed.
+    """
 
     def __init__(
-        self, dialer_for: Callable[[Address], Dialer], emit: Callable[[Event], None]
+        self,
+        dialer_for: Callable[[Address], Dialer],
+        emit: Callable[[Event], None],
+        *,
+        streams_per_session: int = 2048,
+        streams_in_all: int | None = None,
     ) -> None:
         self._dialer_for = dialer_for
         self._emit = emit
+        self._per_session = streams_per_session
+        self._in_all = streams_in_all
 
     def __call__(self, session: Session, stream: TunnelStream) -> None:
-        session.spawn(self._serve(session, stream))
+        if session.open_streams > self._per_session:
+            why = f"busy: {self._per_session} streams are open in this session"
+        elif self._in_all is not None and session.stats.streams > self._in_all:
+            why = f"busy: the server holds {self._in_all} streams, all it has descriptors for"
+        else:
+            session.spawn(self._serve(session, stream))
+            return
+        stream.error = why
+        stream.reset(ResetReason.BUSY, why)
+        session.close_stream(stream)
 
     async def _serve(self, session: Session, stream: TunnelStream) -> None:
         link = LocalLink()

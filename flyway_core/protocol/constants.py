@@ -81,6 +81,7 @@ class ResetReason(IntEnum):
     CANCELLED = 7
     PROTOCOL_ERROR = 8
     FLOW_CONTROL = 9
+    BUSY = 10
 
     def describe(self) -> str:
         """Return a short human text, such as ``connection refused``."""
@@ -97,6 +98,7 @@ _RESET_TEXT = {
     ResetReason.CANCELLED: "cancelled",
     ResetReason.PROTOCOL_ERROR: "protocol error",
     ResetReason.FLOW_CONTROL: "flow control violation",
+    ResetReason.BUSY: "busy",
 }
 
 
@@ -108,6 +110,7 @@ class CloseReason(IntEnum):
     IDLE_TIMEOUT = 2
     SHUTDOWN = 3
     FLOW_CONTROL = 4
+    BUSY = 5
 
     def describe(self) -> str:
         """Return a short human text, such as ``idle timeout``."""
