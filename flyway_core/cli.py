@@ -27,6 +27,7 @@ from flyway_core import __version__
 from flyway_core.address import Address, ServerURL
 from flyway_core.allocator import tune_allocator
 from flyway_core.errors import ConfigError, FlywayError
+from flyway_core.passwords import weakness
 from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
 from flyway_core.rlimits import raise_open_files
@@ -305,6 +306,7 @@ def _run_client(
             f"{settings.window} bytes per stream, idle timeout {settings.idle_timeout:g}s",
         )
         stderr.print(Panel(table, title=f"flyway {__version__} client", expand=False))
+        _warn_if_weak(settings)
 
     _run(run_client(plugins, settings, server, transport, listeners, started=started))
 
@@ -339,6 +341,8 @@ def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) ->
                 f"flyway -L 8080:127.0.0.1:80 {Address(host, bound.port)} -p {settings.password}",
             )
         stderr.print(Panel(table, title=f"flyway {__version__} server", expand=False))
+        if not generated:
+            _warn_if_weak(settings)
 
     ssl_context = server_ssl(settings)
     _run(
@@ -351,6 +355,16 @@ def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) ->
             started=started,
         )
     )
+
+
+def _warn_if_weak(settings: Settings) -> None:
+    """One line when the chosen password is easy to guess offline from recorded traffic."""
+    why = weakness(settings.password)
+    if why is not None and settings.verbosity >= 0:
+        stderr.print(
+            f"[yellow]flyway: warning: the password is weak: {why}. Anyone who records the "
+            "traffic can test guesses offline; run the server without -p for a generated one.[/]"
+        )
 
 
 def _fields(settings: Settings) -> dict[str, Any]:
