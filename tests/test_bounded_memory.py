@@ -114,3 +114,70 @@ async def test_an_http_client_that_never_polls_cannot_grow_the_server() -> None:
     print(f"server RSS growth: {(peak - before) >> 20} MiB")
     held_by_design = STREAMS * WINDOW + QUEUE_LIMIT + DOWN_LIMIT
     assert peak - before < held_by_design + SLACK, f"server RSS grew by {(peak - before) >> 20} MiB"
+
+
+async def test_a_client_facing_a_server_that_never_reads_stays_bounded() -> None:
+    """The same bound the other way: a hostile server announces the largest window."""
+    import base64
+
+    from aiohttp import web
+
+    from flyway_core.protocol import ReplayCache, ServerConnection
+
+    master = derive_master_key(PASSWORD)
+    over = asyncio.Event()
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        token = request.cookies["sid"]
+        hello = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        connection = ServerConnection(master, ReplayCache(), now=time.time(), window=MAX_WINDOW)
+        connection.receive_data(hello, time.time())
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_bytes(connection.data_to_send())  # Welcome: "send me 2**31-1 per stream"
+        assert request.transport is not None
+        request.transport.pause_reading()  # and never read a byte
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await over.wait()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", hostile)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port, local = runner.addresses[0][1], free_port()
+    chunk = bytes(1 << 16)
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        args = ["-w", "-q", "-W", str(WINDOW), "-L", f"{local}:127.0.0.1:9"]
+        with flyway([*args, f"127.0.0.1:{port}", "-p", PASSWORD]) as client:
+            await asyncio.to_thread(wait_port, local)
+            before = _rss(client.pid)
+
+            async def pour() -> None:
+                _, writer = await asyncio.open_connection("127.0.0.1", local)
+                writers.append(writer)
+                with contextlib.suppress(ConnectionError, OSError):
+                    while True:
+                        writer.write(chunk)
+                        await writer.drain()
+
+            pours = [asyncio.create_task(pour()) for _ in range(STREAMS)]
+            peak = before
+            for _ in range(40):
+                await asyncio.sleep(0.1)
+                peak = max(peak, _rss(client.pid))
+            for task in pours:
+                task.cancel()
+    finally:
+        for writer in writers:
+            writer.transport.abort()
+        over.set()
+        await runner.cleanup()
+    print(f"client RSS growth: {(peak - before) >> 20} MiB")
+    assert peak - before < STREAMS * WINDOW + QUEUE_LIMIT + SLACK, (
+        f"client RSS grew by {(peak - before) >> 20} MiB"
+    )
