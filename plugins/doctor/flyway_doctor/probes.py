@@ -140,7 +140,7 @@ class _Path:
         keys: EnvelopeKeys,
     ) -> None:
         self.http, self.transport, self.server, self.keys = http, transport, server, keys
-        self.overhead = len(keys.seal_request(Request(Kind.PING, bytes(16))))
+        self.overhead = len(keys.seal_request(Request(Kind.PING, bytes(16))))  # envelope bytes
 
     async def exchange(
         self,
@@ -151,7 +151,7 @@ class _Path:
     ) -> list[tuple[Response, bytes]]:
         """POST one envelope; return the answer's envelopes or raise _NoAnswer."""
         body = self.keys.seal_request(request, payload)
-        reader = self.keys.reader()
+        reader = self.keys.reader(request.number)
         envelopes: list[tuple[Response, bytes]] = []
         start = time.monotonic()
         try:
@@ -193,7 +193,9 @@ class _Path:
     async def ping(self, *, hold: float = 0.0, size: int = 0, limit: float = 15.0) -> PingAnswer:
         """Send a PING whose body is ``size`` bytes, held ``hold`` seconds by the server."""
         payload = os.urandom(max(0, size - self.overhead))
-        request = Request(Kind.PING, new_session_id(), up_offset=round(hold * 1000))
+        request = Request(  # a PING is fresh by its clock (the server refuses replays)
+            Kind.PING, new_session_id(), up_offset=round(hold * 1000), time_ms=_now_ms()
+        )
         start = time.monotonic()
         ((response, info), *_) = await self.exchange(request, payload, limit)
         if response.status is not Status.OK or response.up_ack != len(payload):
@@ -201,6 +203,10 @@ class _Path:
         return PingAnswer(
             time.monotonic() - start, response.down_offset / 1000, PingInfo.unpack(info)
         )
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,13 +341,13 @@ async def _check_streaming(path: _Path, master: bytes) -> StreamingCheck:
         return StreamingCheck(None, None, "no session opened")
     arrivals: list[float] = []
     try:
-        probe = Request(Kind.POLL, session, flags=RequestFlags.PROBE)
+        probe = Request(Kind.POLL, session, flags=RequestFlags.PROBE, number=1)
         await path.exchange(probe, b"", PROBE_SECONDS + 15.0, arrivals.append)
     except _NoAnswer as exc:
         return StreamingCheck(None, None, f"the probe failed: {exc.reason}")
     finally:
         with contextlib.suppress(_NoAnswer):
-            await path.exchange(Request(Kind.CLOSE, session), b"", 5.0)
+            await path.exchange(Request(Kind.CLOSE, session, number=2), b"", 5.0)
     spread = arrivals[-1] - arrivals[0]
     prompt = len(arrivals) > 1 and spread >= PROBE_SECONDS / 2  # as the client judges it
     if prompt:

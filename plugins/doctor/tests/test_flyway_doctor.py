@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -314,7 +315,8 @@ async def test_a_ping_touches_no_session_and_reports_the_server_limits() -> None
     async with flyway_server(keep) as port, aiohttp.ClientSession() as http:
         keys = EnvelopeKeys(derive_master_key("pw"))
         url = f"http://127.0.0.1:{port}/"
-        ping = keys.seal_request(Request(Kind.PING, os.urandom(16), up_offset=150), b"x" * 1000)
+        fresh = Request(Kind.PING, os.urandom(16), up_offset=150, time_ms=round(time.time() * 1000))
+        ping = keys.seal_request(fresh, b"x" * 1000)
         async with asyncio.timeout(5), http.post(url, data=ping) as response:
             ((answer, info),) = keys.reader().feed(await response.read())
         assert (answer.up_ack, answer.down_offset) == (1000, 150)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from flyway_core import Settings, hookimpl
+from flyway_http_post.limits import DEFAULT_BODY
 from flyway_http_post.transport import HttpPostTransport
 
 __all__ = ["HttpPostTransport"]
@@ -37,9 +38,10 @@ def add_options() -> list[click.Option]:
         click.Option(
             ["--http-max-body"],
             type=int,
-            default=1 << 20,
+            default=DEFAULT_BODY,
             show_default=True,
-            help="Largest request/response body in bytes (CDNs cap bodies).",
+            help="Largest request/response body in bytes, envelope included (nginx's stock "
+            "limit; the client halves it when the path refuses bodies).",
         ),
         click.Option(
             ["--http-poll-timeout"],

@@ -10,8 +10,11 @@ other way round.
 from __future__ import annotations
 
 import asyncio
+import bisect
 
-__all__ = ["Outbox", "Reassembly"]
+__all__ = ["MAX_PIECES", "Outbox", "Reassembly"]
+
+MAX_PIECES = 4096  # early pieces a Reassembly holds at most (small pieces cost more than bytes)
 
 
 class Outbox:
@@ -64,18 +67,27 @@ class Outbox:
 
 
 class Reassembly:
-    """In-order delivery from offset-tagged pieces; early pieces wait, duplicates are cut."""
+    """In-order delivery from offset-tagged pieces; early pieces wait, duplicates are cut.
 
-    def __init__(self, limit: int) -> None:
+    Early pieces are kept without overlap (a byte already held or delivered is never
+    kept twice), and what they hold in all is capped: ``held`` never exceeds ``cap``
+    bytes, nor ``MAX_PIECES`` pieces, however a peer repeats or overlaps its pieces.
+    """
+
+    def __init__(self, limit: int, cap: int | None = None) -> None:
         self.next = 0  # every byte before this offset has been delivered
         self._limit = limit  # how far past ``next`` a piece may reach and still be kept
+        self._cap = limit if cap is None else cap  # early bytes held at most, in all
+        self._starts: list[int] = []  # sorted offsets of the early pieces (no overlaps)
         self._early: dict[int, bytes] = {}
+        self.held = 0  # bytes in the early pieces
 
     def add(self, offset: int, data: bytes) -> list[bytes] | None:
         """Return the bytes this piece lets through, in order (often none).
 
-        None means the piece reaches more than ``limit`` bytes ahead of the gap
-        and was not kept: the sender has to send it again later.
+        None means the piece was not kept: it reaches more than ``limit`` bytes
+        ahead of the gap, or keeping it would hold more than the cap. The sender
+        has to send it again later.
         """
         end = offset + len(data)
         if not data or end <= self.next:
@@ -83,22 +95,50 @@ class Reassembly:
         if end - self.next > self._limit:
             return None
         if offset > self.next:
-            self._early[offset] = data
-            return []
+            return self._keep(offset, data)
         out = [data[self.next - offset :]]
         self.next = end
-        while self._early:
-            ready = sorted(o for o in self._early if o <= self.next)
-            if not ready:
-                break
-            for o in ready:
-                chunk = self._early.pop(o)
-                if o + len(chunk) > self.next:
-                    out.append(chunk[self.next - o :])
-                    self.next = o + len(chunk)
+        while self._starts and self._starts[0] <= self.next:
+            start = self._starts.pop(0)
+            chunk = self._early.pop(start)
+            self.held -= len(chunk)
+            if start + len(chunk) > self.next:
+                out.append(chunk[self.next - start :])
+                self.next = start + len(chunk)
         return out
+
+    def _keep(self, offset: int, data: bytes) -> list[bytes] | None:
+        """Hold the parts of an early piece not held yet; None (nothing kept) past the cap."""
+        end = offset + len(data)
+        new: list[tuple[int, int]] = []  # the gaps between held pieces that this piece fills
+        position = offset
+        index = bisect.bisect_right(self._starts, offset) - 1
+        index = max(index, 0)
+        while position < end and index <= len(self._starts):
+            if index == len(self._starts):
+                new.append((position, end))
+                break
+            start = self._starts[index]
+            stop = start + len(self._early[start])
+            if stop <= position:
+                index += 1
+                continue
+            if start > position:
+                new.append((position, min(start, end)))
+            position = max(position, stop)
+            index += 1
+        if not new:
+            return []  # every byte of it is held already
+        size = sum(b - a for a, b in new)
+        if self.held + size > self._cap or len(self._starts) + len(new) > MAX_PIECES:
+            return None
+        for a, b in new:
+            bisect.insort(self._starts, a)
+            self._early[a] = data[a - offset : b - offset]
+        self.held += size
+        return []
 
     @property
     def waiting(self) -> int:
         """Bytes held until a gap before them fills."""
-        return sum(map(len, self._early.values()))
+        return self.held

@@ -13,7 +13,7 @@ from flyway_core.interfaces import FrontDoor, Transport
 from flyway_core.protocol import derive_master_key
 from flyway_http_post.client import HttpPostCarrier, http_client, open_carrier
 from flyway_http_post.envelope import EnvelopeKeys
-from flyway_http_post.limits import Limits
+from flyway_http_post.limits import DEFAULT_BODY, MAX_BODY, MIN_BODY, Limits
 from flyway_http_post.server import HttpPostServer
 
 __all__ = ["HttpPostTransport", "parse_headers"]
@@ -56,11 +56,11 @@ class HttpPostTransport(Transport):
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpPostTransport:
         limits = Limits(
-            max_body=settings.option("http_max_body", 1 << 20),
+            max_body=settings.option("http_max_body", DEFAULT_BODY),
             poll_timeout=settings.option("http_poll_timeout", 30.0),
         )
-        if limits.max_body < 4096:
-            raise ConfigError("--http-max-body must be at least 4096")
+        if not MIN_BODY <= limits.max_body <= MAX_BODY:
+            raise ConfigError(f"--http-max-body must be between {MIN_BODY} and {MAX_BODY}")
         return cls(
             limits,
             path=settings.option("url_path") or "/",

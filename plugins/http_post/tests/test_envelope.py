@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from flyway_http_post.envelope import (
+    ENVELOPE_OVERHEAD,
+    MAX_PADDING,
     EnvelopeKeys,
     Kind,
     Request,
@@ -30,14 +33,35 @@ def test_another_password_opens_nothing() -> None:
     assert EnvelopeKeys(b"x" * 32).open_request(body) is None
 
 
-def test_every_flipped_header_bit_is_refused() -> None:
-    body = bytearray(KEYS.seal_request(Request(Kind.POLL, SESSION, down_ack=9), b"abc"))
-    header_end = 16 + 41 + 16
-    for index in range(header_end):
+def test_every_flipped_bit_anywhere_in_the_body_is_refused() -> None:
+    """The whole envelope is authenticated: header, payload, padding and both seals."""
+    request = Request(Kind.SEND, SESSION, up_offset=7, down_ack=9, number=3)
+    body = bytearray(KEYS.seal_request(request, b"abc" * 10, padding=5))
+    assert KEYS.open_request(bytes(body)) == (request, b"abc" * 10)
+    for index in range(len(body)):
         for bit in (0x01, 0x80):
             body[index] ^= bit
             assert KEYS.open_request(bytes(body)) is None, index
             body[index] ^= bit
+
+
+def test_a_response_with_a_flipped_payload_bit_is_refused_and_one_for_another_request_too() -> None:
+    body = bytearray(KEYS.seal_response(Response(Status.OK, number=4), b"payload", padding=3))
+    assert KEYS.reader(4).feed(bytes(body)) == [(Response(Status.OK, number=4), b"payload")]
+    with pytest.raises(ValueError, match="request 4, not 5"):
+        KEYS.reader(5).feed(bytes(body))
+    body[-40] ^= 1  # in the payload or padding: only the final seal can tell
+    with pytest.raises(ValueError, match="authentication"):
+        KEYS.reader(4).feed(bytes(body))
+
+
+def test_the_envelope_overhead_bounds_what_our_bodies_add() -> None:
+    payload = b"p" * 1000
+    for kind in Kind:
+        body = KEYS.seal_request(Request(kind, SESSION), payload, padding=MAX_PADDING)
+        assert len(body) - len(payload) <= ENVELOPE_OVERHEAD
+    response = KEYS.seal_response(Response(Status.OK), payload, padding=MAX_PADDING)
+    assert len(response) - len(payload) <= ENVELOPE_OVERHEAD
 
 
 def test_foreign_bodies_are_not_ours() -> None:
