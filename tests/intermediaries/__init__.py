@@ -5,7 +5,9 @@ process), ``proxies`` (squid, nginx and HAProxy from the ``*.in`` templates here
 ``framing`` and ``fault_relay``. README.md says how they are run and what they do.
 
 * squid: a forward proxy that refuses CONNECT, so clients send absolute-form requests.
-* nginx: a CDN edge stand-in that buffers request and response bodies (nginx defaults).
+* nginx: a CDN edge stand-in that buffers request and response bodies (nginx defaults);
+  ``nginx_stock`` runs it with Debian's stock configuration instead (1m bodies).
+* ``RecordingRelay``: a reverse proxy that records every request, to replay them.
 * HAProxy: a round-robin balancer over several servers, sticky by cookie if asked.
 * ``FaultRelay``: sits in front of a TCP port and resets (RST) the connection in the
   middle of every Nth request body or response body, passing everything else as is.
@@ -55,6 +57,7 @@ from intermediaries.children import (
 from intermediaries.fault_relay import BodyRecord, FaultRelay
 from intermediaries.framing import Direction
 from intermediaries.proxies import run_haproxy, run_nginx, run_squid
+from intermediaries.recording_relay import RecordedRequest, RecordingRelay
 
 __all__ = [
     "BalancerFactory",
@@ -65,12 +68,16 @@ __all__ = [
     "FaultRelayFactory",
     "MissingBinary",
     "NginxFactory",
+    "RecordedRequest",
+    "RecordingRelay",
     "StartFailed",
     "binary_or_skip",
     "fault_relay",
     "find_binary",
     "haproxy_balancer",
     "nginx_cdn",
+    "nginx_stock",
+    "recording_relay",
     "render",
     "run_haproxy",
     "run_nginx",
@@ -132,6 +139,34 @@ def nginx_cdn() -> Iterator[NginxFactory]:
 
         def start(upstream_port: int, *, location_extra: str = "") -> str:
             nginx = run_nginx(upstream_port, location_extra=location_extra, binary=binary)
+            return stack.enter_context(nginx).url
+
+        yield start
+
+
+@pytest.fixture
+async def recording_relay() -> AsyncIterator[RecordingRelay]:
+    """A RecordingRelay (not started: pass ``relay.start`` as a pair's ``front``), closed after."""
+    relay = RecordingRelay()
+    try:
+        yield relay
+    finally:
+        await relay.close()
+
+
+@pytest.fixture
+def nginx_stock() -> Iterator[NginxFactory]:
+    """Like ``nginx_cdn``, but nginx as Debian ships it (nginx-stock.conf.in): 1m bodies."""
+    binary = binary_or_skip("nginx")
+    with contextlib.ExitStack() as stack:
+
+        def start(upstream_port: int, *, location_extra: str = "") -> str:
+            nginx = run_nginx(
+                upstream_port,
+                location_extra=location_extra,
+                binary=binary,
+                template="nginx-stock.conf.in",
+            )
             return stack.enter_context(nginx).url
 
         yield start

@@ -46,12 +46,17 @@ def run_squid(binary: str | None = None) -> Iterator[Child]:
 
 @contextlib.contextmanager
 def run_nginx(
-    upstream_port: int, *, location_extra: str = "", binary: str | None = None
+    upstream_port: int,
+    *,
+    location_extra: str = "",
+    binary: str | None = None,
+    template: str = "nginx.conf.in",
 ) -> Iterator[Child]:
     """nginx (daemon off) on a free port of 127.0.0.1, proxying to ``upstream_port``.
 
-    ``location_extra`` goes into ``location /`` of nginx.conf.in, where it can add
-    directives or override http-level ones (e.g. ``sendfile off;``).
+    ``template`` is ``nginx.conf.in`` (the tuned CDN stand-in) or ``nginx-stock.conf.in``
+    (Debian's stock limits). ``location_extra`` goes into ``location /``, where it can
+    add directives or override http-level ones (e.g. ``sendfile off;``).
     """
     nginx = binary or find_binary("nginx")
 
@@ -64,7 +69,7 @@ def run_nginx(
             "DIR": str(workdir),
             "LOCATION_EXTRA": location_extra,
         }
-        config.write_text(render("nginx.conf.in", values))
+        config.write_text(render(template, values))
         error_log = workdir / "error.log"
         argv = [nginx, "-p", str(workdir), "-c", str(config), "-e", str(error_log)]
         return spawn("nginx", argv, port, workdir, (error_log,))

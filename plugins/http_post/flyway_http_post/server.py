@@ -96,6 +96,7 @@ class HttpSession(Carrier):
         self.polls = 0
         self.requests = RequestWindow()  # which request numbers were taken (freshness.py)
         self.probe_acked = asyncio.Event()  # the client has a probe's first envelope
+        self.rewinds = 0  # REWINDs asked for so far
         # uplink: slices in any order and any number of times, in order out
         self._up = Reassembly(UP_REORDER_LIMIT, UP_HELD_LIMIT)
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -163,6 +164,8 @@ class HttpSession(Carrier):
         self._sent = max(self._sent, self._down.base)
         if rewind:
             self._sent = self._down.base
+            self.rewinds += 1  # streams in progress may be what was lost: they end
+            self._changed.set()
 
     def unsend(self, offset: int) -> None:
         """Bytes from ``offset`` on did not go out after all: send them again."""
@@ -408,11 +411,14 @@ class HttpPostServer:
         transport = request.transport
         sent = 0
         first = True  # the first envelope goes out at once, even empty
-        while sent < STREAM_BYTES and not session.closed:
+        rewinds = session.rewinds
+        while sent < STREAM_BYTES and not session.closed and session.rewinds == rewinds:
             if not first:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not await session.wait_unsent(remaining):
                     return
+                if session.rewinds != rewinds:
+                    return  # the client lost an answer, maybe this one: it polls anew
             first = False
             if transport is None or transport.is_closing():
                 return  # the client (or a proxy on the way) hung up: leave the bytes to others

@@ -10,6 +10,8 @@ the header's layout.
 
 from __future__ import annotations
 
+import os
+
 from flyway_http_post.envelope import (
     EnvelopeKeys,
     Kind,
@@ -25,7 +27,12 @@ from flyway_core.protocol import PacketSealer
 from flyway_core.protocol.crypto import PACKET_OVERHEAD
 from flyway_core.testing.mutations import cuts, mutations_of, pieces
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FLYWAY_FUZZ_EXAMPLES=20000 for a long run; the suite's default keeps this file to seconds
+FUZZ = settings(
+    max_examples=int(os.environ.get("FLYWAY_FUZZ_EXAMPLES", "250")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 MASTER = b"k" * 32
 KEYS = EnvelopeKeys(MASTER)
 OTHER = EnvelopeKeys(b"x" * 32)
