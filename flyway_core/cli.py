@@ -31,7 +31,13 @@ from flyway_core.passwords import weakness
 from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
 from flyway_core.rlimits import raise_open_files
-from flyway_core.settings import DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, ServerLimits, Settings
+from flyway_core.settings import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PORT,
+    FrontDoorLimits,
+    ServerLimits,
+    Settings,
+)
 from flyway_core.tls import server_ssl
 
 __all__ = ["build_cli", "main"]
@@ -52,6 +58,7 @@ Examples:
 # provides each transport is in plugins.FLAGS / TRANSPORT_PACKAGES.
 _TRANSPORT_FLAGS = {"websocket": ("ws", "-w"), "kcp": ("kcp", "-K"), "auto": ("auto", "--auto")}
 _LIMITS = ServerLimits()  # the defaults, for --help
+_DOOR = FrontDoorLimits()
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("flyway")
 
@@ -160,6 +167,34 @@ def build_run_command(
         help="Server: streams open at once in one session; more are reset as 'busy'.",
     )
     @click.option(
+        "--header-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=_DOOR.header_timeout,
+        show_default=True,
+        help="Server: seconds a client has to send a request head (nginx client_header_timeout).",
+    )
+    @click.option(
+        "--body-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=_DOOR.body_timeout,
+        show_default=True,
+        help="Server: seconds a request body may pause between reads (client_body_timeout).",
+    )
+    @click.option(
+        "--keepalive-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=_DOOR.keepalive_timeout,
+        show_default=True,
+        help="Server: seconds an idle kept-alive connection stays open.",
+    )
+    @click.option(
+        "--max-connections",
+        type=click.IntRange(1),
+        default=_DOOR.max_connections,
+        show_default=True,
+        help="Server: connections at once; past it the longest idle, or slowest, is closed.",
+    )
+    @click.option(
         "--disable-plugin",
         multiple=True,
         metavar="NAME",
@@ -187,6 +222,10 @@ def build_run_command(
             "max_sessions",
             "max_sessions_per_address",
             "max_streams",
+            "header_timeout",
+            "body_timeout",
+            "keepalive_timeout",
+            "max_connections",
         }
         settings = Settings(
             password=params["password"] or "",
@@ -198,6 +237,12 @@ def build_run_command(
                 sessions=params["max_sessions"],
                 sessions_per_address=params["max_sessions_per_address"],
                 streams_per_session=params["max_streams"],
+            ),
+            front_door=FrontDoorLimits(
+                header_timeout=params["header_timeout"],
+                body_timeout=params["body_timeout"],
+                keepalive_timeout=params["keepalive_timeout"],
+                max_connections=params["max_connections"],
             ),
             options={k: v for k, v in params.items() if k not in core},
         )
@@ -251,7 +296,9 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.DEBUG if verbosity >= 2 else logging.WARNING
     handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=verbosity >= 2)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
-    logging.getLogger("aiohttp").setLevel(logging.ERROR if verbosity < 2 else logging.DEBUG)
+    # aiohttp logs what peers do wrong (bad requests, aborted bodies), with tracebacks;
+    # the front door reports those itself as counted events, so aiohttp speaks only at -vv
+    logging.getLogger("aiohttp").setLevel(logging.CRITICAL if verbosity < 2 else logging.DEBUG)
 
 
 def _pick_transport(plugins: Plugins, settings: Settings, params: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ __all__ = [
     "DialFailed",
     "Event",
     "Listening",
+    "NotTunnelTraffic",
     "SessionDown",
     "SessionUp",
     "StreamDown",
@@ -80,6 +81,18 @@ class TunnelRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class NotTunnelTraffic:
+    """The front door answered a request that was not tunnel traffic, or dropped a connection.
+
+    The fallback answered it, or nginx's error page did (malformed), or the
+    connection was closed (too slow, no room). Consoles count these, not print them.
+    """
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DialFailed:
     """The client could not open a session; it tries again in ``retry_in`` seconds."""
 
@@ -105,6 +118,7 @@ Event = (
     | StreamUp
     | StreamDown
     | TunnelRejected
+    | NotTunnelTraffic
     | DialFailed
     | Traffic
 )

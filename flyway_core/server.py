@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,16 @@ from aiohttp import web
 
 from flyway_core.address import Address
 from flyway_core.errors import ConfigError, FlywayError, HandshakeRejected, RemoteProtocolError
-from flyway_core.events import Event, Listening, SessionDown, SessionUp, TunnelRejected
+from flyway_core.events import (
+    Event,
+    Listening,
+    NotTunnelTraffic,
+    SessionDown,
+    SessionUp,
+    TunnelRejected,
+)
+from flyway_core.frontdoor_guard import ConnectionGuard
+from flyway_core.frontdoor_pages import REASONS, expect_continue, page, stamp_headers
 from flyway_core.protocol import CloseReason, ReplayCache, ServerConnection, derive_master_key
 from flyway_core.rlimits import stream_budget
 from flyway_core.session import Session
@@ -67,6 +76,7 @@ class FlywayServer:
         )
         self._emit = emit
         self._ssl = ssl_context
+        self.guard: ConnectionGuard | None = None  # the front door's connections, once serving
         self._handlers: list[RequestHandler] = []
         self._master = derive_master_key(settings.password)
         self._replay = ReplayCache()
@@ -161,25 +171,55 @@ class FlywayServer:
             response = await handler(request)
             if response is not None:
                 return response
+        self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
         return await self.fallback(request)
 
+    @web.middleware
+    async def _door(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Send every request to ``_handle``, even those no route matches (``*``, ``host:443``)."""
+        try:
+            return await self._handle(request)
+        except web.HTTPException as exc:  # aiohttp's own answer (a body over client_max_size)
+            return page(exc.status if exc.status in REASONS else 500, request, close=True)
+
     async def serve(self, started: Callable[[Address], object] | None = None) -> None:
-        """Serve until cancelled; call ``started`` with the bound address."""
-        app = web.Application(client_max_size=8 << 20)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        """Serve until cancelled; call ``started`` with the bound address.
+
+        One middleware (``_door``) answers everything, routed or not.
+        aiohttp's runner provides the app's machinery; the listening socket is ours,
+        so each connection gets the guard's protocol (nginx's answers to malformed
+        requests, deadlines, a connection cap). Request bodies are never inflated.
+        """
+        app = web.Application(client_max_size=8 << 20, middlewares=[self._door])
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=expect_continue)
+        app.on_response_prepare.append(stamp_headers)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         async with AsyncExitStack() as stack:
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(
-                runner, self.listen.host or None, self.listen.port, ssl_context=self._ssl
+            assert runner.server is not None
+            guard = ConnectionGuard(
+                runner.server,
+                self.settings.front_door,
+                self._emit,
+                access_log=None,
+                auto_decompress=False,
             )
+            loop = asyncio.get_running_loop()
             try:
-                await site.start()
+                listener = await loop.create_server(
+                    guard.protocol, self.listen.host or None, self.listen.port, ssl=self._ssl
+                )
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from exc
-            host, port = runner.addresses[0][:2]
+            guard.start()
+            stack.callback(guard.close)
+            stack.callback(listener.close)
+            host, port = listener.sockets[0].getsockname()[:2]
             self.bound = Address(host, port)
+            self.guard = guard
             for transport in self.transports.values():
                 await stack.enter_async_context(transport.serve(self))
             stack.push_async_callback(self._close_sessions)

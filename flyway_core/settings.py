@@ -8,7 +8,14 @@ from typing import Any
 
 from flyway_core.protocol import DEFAULT_WINDOW
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_PORT", "DEFAULT_WINDOW", "ServerLimits", "Settings"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_PORT",
+    "DEFAULT_WINDOW",
+    "FrontDoorLimits",
+    "ServerLimits",
+    "Settings",
+]
 
 DEFAULT_PORT = 8100
 DEFAULT_IDLE_TIMEOUT = 60.0
@@ -28,6 +35,20 @@ class ServerLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class FrontDoorLimits:
+    """How long the front door waits for a request, and how many connections it holds.
+
+    The timeouts are nginx's stock ``client_header_timeout``, ``client_body_timeout``
+    and ``keepalive_timeout``; they bound reading a request, never answering one.
+    """
+
+    header_timeout: float = 60.0  # seconds to send a request head (--header-timeout)
+    body_timeout: float = 60.0  # seconds between two reads of a body (--body-timeout)
+    keepalive_timeout: float = 75.0  # seconds an idle connection stays open
+    max_connections: int = 4096  # connections at once (--max-connections)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """What the user asked for: shared options plus each plugin's own (``option()``)."""
 
@@ -37,6 +58,7 @@ class Settings:
     cipher: str = "aes-256-gcm"
     verbosity: int = 0
     limits: ServerLimits = field(default_factory=ServerLimits)
+    front_door: FrontDoorLimits = field(default_factory=FrontDoorLimits)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, name: str, default: Any = None) -> Any:

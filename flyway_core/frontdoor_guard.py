@@ -1,0 +1,234 @@
+"""The front door's connections: nginx's answers to bad requests, deadlines, and a cap.
+
+Theory of operation. aiohttp's ``web.RequestHandler`` is the protocol of each
+connection; ``DoorProtocol`` subclasses it in three places and is made by
+``ConnectionGuard.protocol`` in place of aiohttp's own factory (the runner's
+``web.Server`` still routes every request and tracks the connection).
+
+- ``handle_error`` answers what aiohttp could not parse, and any failure, with
+  nginx's page (``frontdoor_pages``) instead of aiohttp's text, and never logs a
+  traceback for a peer's doing.
+- ``data_received`` notes when a request head began and when bytes last came, so
+  the guard's sweep (a timer every quarter of the shortest deadline) can close a
+  connection that sends its head slower than ``header_timeout`` (nginx's
+  ``client_header_timeout``: from the connection's start for the first request,
+  from its first byte for later ones) or pauses a body longer than
+  ``body_timeout`` between reads (``client_body_timeout``). The wait for an answer
+  is never timed: a long poll holds its response as long as it likes. Idle
+  kept-alive connections close after ``keepalive_timeout`` (aiohttp's own timer).
+  A WebSocket after its 101 is the session's business, not the guard's.
+- ``connection_made`` counts connections. Past ``max_connections`` the guard
+  makes room as nginx does when it runs short: it closes the longest-idle
+  kept-alive connection, or failing that the oldest one still sending its head
+  (a slow client); only when every connection is busy answering or carrying a
+  session is the newcomer closed at once. So the door keeps answering when full.
+
+Like nginx on these timeouts, a dropped connection gets no answer. What this
+reads of aiohttp's internals (``_request_count``, ``_messages``,
+``_payload_parser``, ``_reading_paused``, ``_buffer_paused``, ``_request_in_progress``)
+is pinned by tests/test_front_door.py against the installed aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.http import RawRequestMessage
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+
+from flyway_core.events import Event, NotTunnelTraffic
+from flyway_core.frontdoor_pages import HEADER_TOO_LARGE, ClosingPage, page_body
+from flyway_core.rlimits import open_files_limit
+
+if TYPE_CHECKING:
+    from aiohttp.streams import StreamReader
+
+    from flyway_core.settings import FrontDoorLimits
+
+__all__ = ["ConnectionGuard", "DoorProtocol"]
+
+log = logging.getLogger(__name__)
+_LINE_LIMIT = 8190  # aiohttp's max_line_size: a longer request line is nginx's 414
+
+
+class DoorProtocol(web.RequestHandler):
+    """aiohttp's request handler, answering as nginx and timed by a ``ConnectionGuard``."""
+
+    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, loop=guard.loop, **kwargs)
+        self.guard = guard
+        self.opened = self.last_read = guard.loop.time()
+        self.head_since: float | None = self.opened  # reading a head since (None: not)
+        self.body: StreamReader | None = None  # the body of the last head parsed
+        self._head_start = b""  # the first bytes of the head being read (to tell 414 from 400)
+
+    # --- what the guard looks at ---------------------------------------------------------
+
+    @property
+    def upgraded(self) -> bool:
+        return self._payload_parser is not None
+
+    @property
+    def reading_body(self) -> bool:
+        return self.body is not None and not self.body.is_eof()
+
+    @property
+    def idle(self) -> bool:
+        """Kept alive between requests, with nothing of the next one yet."""
+        busy = self._request_in_progress or self.reading_body or self.upgraded
+        return not busy and self.head_since is None
+
+    @property
+    def paused(self) -> bool:
+        """We stopped reading (a handler has not read the body yet), not the peer."""
+        return bool(self._reading_paused or self._buffer_paused)
+
+    @property
+    def peer(self) -> str:
+        name = self.peername
+        return str(name[0]) if isinstance(name, tuple) else "?"
+
+    # --- aiohttp's RequestHandler --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.guard.admit(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.guard.forget(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            super().data_received(data)
+            return
+        now = self.last_read = self.guard.loop.time()
+        if data and self.head_since is None and not self.reading_body:
+            self.head_since = now
+        if self.head_since is not None and len(self._head_start) < _LINE_LIMIT:
+            self._head_start += data[: _LINE_LIMIT - len(self._head_start)]
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed and self._messages:
+            message, self.body = self._messages[-1]
+            self.head_since = None
+            if isinstance(message, RawRequestMessage):  # not an error (handle_error reads it)
+                self._head_start = b""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Answer as nginx would: its 400 (or 414, or too-large) page, else its 500."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer had begun; the connection is closed")
+        if isinstance(exc, LineTooLong):
+            code = HEADER_TOO_LARGE if b"\n" in self._head_start else 414
+        elif status == 400 or isinstance(exc, HttpProcessingError):
+            code = 400
+        else:
+            code = 500
+        gone = self.transport is None or self.transport.is_closing()
+        if code != 500:
+            reason = (message or str(exc) or "unreadable").splitlines()[0].rstrip(":")
+            self.guard.report(self.peer, f"malformed request: {reason}")
+        elif gone or isinstance(exc, ConnectionError):
+            self.guard.report(self.peer, "request aborted")
+        else:
+            log.error("a request from %s failed in flyway: %r (-vv: traceback)", self.peer, exc)
+            log.debug("the failure", exc_info=exc)
+        return ClosingPage(code, page_body(code))  # never kept alive
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's own complaints, about what a peer did: one line at -vv, no traceback."""
+        text = str(args[0]) % args[1:] if len(args) > 1 else str(args[0] if args else "")
+        log.debug("%s: %r", text, kwargs.get("exc_info"))
+
+
+class ConnectionGuard:
+    """Makes the door's protocols, and closes the ones that are too slow or one too many."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        limits: FrontDoorLimits,
+        emit: Callable[[Event], None],
+        **handler_args: Any,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limits = limits
+        self.max_connections = _fit_descriptors(limits.max_connections)
+        self.connections: set[DoorProtocol] = set()
+        self.dropped = 0  # connections closed for slowness or room (for tests and stats)
+        self._server = server
+        self._emit = emit
+        self._args = {"keepalive_timeout": limits.keepalive_timeout, **handler_args}
+        shortest = min(limits.header_timeout, limits.body_timeout)
+        self._tick = min(max(shortest / 4, 0.05), 5.0)
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def protocol(self) -> DoorProtocol:
+        """The protocol factory for ``loop.create_server``."""
+        return DoorProtocol(self._server, self, **self._args)
+
+    def start(self) -> None:
+        self._sweeper = self.loop.call_later(self._tick, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def report(self, peer: str, reason: str) -> None:
+        self._emit(NotTunnelTraffic(peer, reason))
+
+    def admit(self, newcomer: DoorProtocol) -> None:
+        self.connections.add(newcomer)
+        if len(self.connections) <= self.max_connections:
+            return
+        others = [c for c in self.connections if c is not newcomer]
+        idle = [c for c in others if c.idle]
+        heads = [c for c in others if c.head_since is not None]
+        if idle:
+            self._drop(min(idle, key=lambda c: c.last_read), "closed to make room")
+        elif heads:
+            self._drop(min(heads, key=lambda c: c.head_since or 0.0), "closed to make room")
+        else:
+            self._drop(newcomer, f"refused: {self.max_connections} connections busy")
+
+    def forget(self, protocol: DoorProtocol) -> None:
+        self.connections.discard(protocol)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        limits = self.limits
+        for c in list(self.connections):
+            if c.upgraded:
+                continue
+            if c.head_since is not None and now - c.head_since > limits.header_timeout:
+                self._drop(c, "request head timed out")
+            elif c.reading_body and not c.paused and now - c.last_read > limits.body_timeout:
+                self._drop(c, "request body timed out")
+        self._sweeper = self.loop.call_later(self._tick, self._sweep)
+
+    def _drop(self, protocol: DoorProtocol, reason: str) -> None:
+        self.dropped += 1
+        self.connections.discard(protocol)
+        self.report(protocol.peer, reason)
+        protocol.force_close()
+
+
+def _fit_descriptors(wanted: int) -> int:
+    """Cap connections at half the open-file limit: the rest is for the streams they carry."""
+    limit = open_files_limit()
+    if not limit or wanted <= limit // 2:
+        return wanted
+    log.info("at most %d connections: the open-file limit is %d", limit // 2, limit)
+    return max(limit // 2, 1)
