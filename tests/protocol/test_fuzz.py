@@ -11,6 +11,7 @@ a Close the peer can read, never crash it.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 
 import pytest
@@ -67,7 +68,12 @@ from flyway_core.protocol.handshake import HelloReader
 from flyway_core.protocol.records import MAX_RECORD, record_size
 from flyway_core.testing.mutations import cuts, mutations_of, pieces
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FLYWAY_FUZZ_EXAMPLES=20000 for a long run; the suite's default keeps this file to seconds
+FUZZ = settings(
+    max_examples=int(os.environ.get("FLYWAY_FUZZ_EXAMPLES", "250")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 FRAME_CLASSES = (Hello, Welcome, Open, Accept, Data, End, Reset, Window, Ping, Pong, Close)
 
 # --- seeds: a valid encoding of every frame type, address type, record stream, hello -------
