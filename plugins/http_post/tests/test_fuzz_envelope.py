@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from flyway_http_post.envelope import (
+    MAX_ENVELOPE_PAYLOAD,
     EnvelopeKeys,
     Kind,
     Request,
@@ -201,3 +203,12 @@ def test_a_damaged_response_stream_yields_only_the_genuine_envelopes_in_order(
     assert got == genuine[: len(got)]  # payloads are authenticated as well as headers
     if data == RESPONSE_STREAM:
         assert got == genuine
+
+
+def test_a_response_announcing_more_than_the_limit_is_refused_before_it_arrives() -> None:
+    body = KEYS.seal_response(Response(Status.OK), bytes(MAX_ENVELOPE_PAYLOAD + 1))
+    reader = KEYS.reader()
+    with pytest.raises(ValueError, match="bytes"):
+        reader.feed(body[:RESPONSE_HEADER])  # the header alone: nothing is waited for
+    within = KEYS.seal_response(Response(Status.OK), bytes(MAX_ENVELOPE_PAYLOAD))
+    assert KEYS.reader().feed(within) == [(Response(Status.OK), bytes(MAX_ENVELOPE_PAYLOAD))]
