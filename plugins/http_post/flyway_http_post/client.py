@@ -142,14 +142,22 @@ class Outcome(enum.Enum):
 class _LagMeter:
     """How long the event loop stalled at worst while it ran (for the probe's verdict)."""
 
+    TICK = 0.05
+
     def __init__(self) -> None:
-        self.worst = 0.0
+        self._worst = 0.0
+        self._tick = time.monotonic()
 
     async def run(self) -> None:
         while True:
-            before = time.monotonic()
-            await asyncio.sleep(0.05)
-            self.worst = max(self.worst, time.monotonic() - before - 0.05)
+            self._tick = time.monotonic()
+            await asyncio.sleep(self.TICK)
+            self._worst = max(self._worst, time.monotonic() - self._tick - self.TICK)
+
+    @property
+    def worst(self) -> float:
+        """The longest stall so far, counting one still going on (its tick not yet run)."""
+        return max(self._worst, time.monotonic() - self._tick - self.TICK)
 
 
 class HttpPostCarrier(Carrier):
@@ -268,7 +276,7 @@ class HttpPostCarrier(Carrier):
 
     def _shrink(self, body: int, why: str) -> None:
         """The path refused a body of ``body`` bytes: send at most half of that from now on."""
-        self._shrink_to(max(MIN_BODY, body // 2), why)
+        self._shrink_to(max(MIN_BODY, body // 2), f"{why} to a body of {body} bytes")
 
     def _shrink_to(self, limit: int, why: str) -> None:
         if limit >= self.body_limit:
@@ -278,13 +286,12 @@ class HttpPostCarrier(Carrier):
         self._shrunk_logged = True
         log.log(
             level,
-            "http carrier to %s: %s for a %d-byte body; sending bodies of at most %d bytes "
-            "(--http-max-body %d would fit)",
+            "http carrier to %s: %s; bodies are now at most %d bytes (were %d; a smaller "
+            "--http-max-body saves the retries)",
             self._server,
             why,
+            limit,
             old,
-            limit,
-            limit,
         )
 
     # --- uplink -------------------------------------------------------------------------
