@@ -78,6 +78,6 @@ async def test_without_the_balancers_cookie_http_sessions_break(
                 async with asyncio.timeout(5):
                     sent, echoed, *_ = await hashed_exchange(ports[echo_server], 1 << 20)
                 failed = sent != echoed
-            except* (TimeoutError, ConnectionError, OSError):
-                failed = True
+            except* (TimeoutError, ConnectionError, OSError, AssertionError):
+                failed = True  # AssertionError: the echo came back short (the session ended)
         assert failed or sessions_up(events) > 1

@@ -174,7 +174,12 @@ def nginx_stock() -> Iterator[NginxFactory]:
 
 class FaultRelayFactory(Protocol):
     async def __call__(
-        self, target_port: int, *, direction: Direction = "response", every: int = 2
+        self,
+        target_port: int,
+        *,
+        direction: Direction = "response",
+        every: int = 2,
+        larger_than: int | None = None,
     ) -> FaultRelay: ...
 
 
@@ -187,9 +192,13 @@ async def fault_relay() -> AsyncIterator[FaultRelayFactory]:
     relays: list[FaultRelay] = []
 
     async def start(
-        target_port: int, *, direction: Direction = "response", every: int = 2
+        target_port: int,
+        *,
+        direction: Direction = "response",
+        every: int = 2,
+        larger_than: int | None = None,
     ) -> FaultRelay:
-        relay = FaultRelay(target_port, direction=direction, every=every)
+        relay = FaultRelay(target_port, direction=direction, every=every, larger_than=larger_than)
         await relay.start()
         relays.append(relay)
         return relay

@@ -54,6 +54,8 @@ class FaultRelay:
     line and half of the first chunk; until-close: half of the first read), then both
     sides of that connection are reset (RST). Everything else, including keep-alive
     connections carrying several messages, passes byte for byte. ``every=0`` never cuts.
+    With ``larger_than``, every body whose Content-Length exceeds it is cut instead, as a
+    proxy that refuses large bodies by resetting the connection does.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class FaultRelay:
         direction: Direction = "response",
         every: int = 2,
         target_host: str = "127.0.0.1",
+        larger_than: int | None = None,
     ) -> None:
         if direction not in ("request", "response"):
             raise ValueError(f"direction must be 'request' or 'response', not {direction!r}")
@@ -71,6 +74,7 @@ class FaultRelay:
         self.target = (target_host, target_port)
         self.direction: Direction = direction
         self.every = every
+        self.larger_than = larger_than
         self.port = 0
         self.records: list[BodyRecord] = []
         self.connections = 0  # connections accepted so far
@@ -109,7 +113,10 @@ class FaultRelay:
 
     def _choose(self, connection: int, length: int | None) -> bool:
         index = len(self.records) + 1
-        cut = self.every > 0 and index % self.every == 0
+        if self.larger_than is not None:
+            cut = length is not None and length > self.larger_than
+        else:
+            cut = self.every > 0 and index % self.every == 0
         self.records.append(BodyRecord(index, connection, length, cut))
         return cut
 
