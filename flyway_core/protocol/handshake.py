@@ -52,19 +52,31 @@ class Handshake:
 class HelloReader:
     """Collect a client's first bytes until the Hello record is complete, then judge it."""
 
-    __slots__ = ("_found", "_master", "_pending", "_replay")
+    __slots__ = ("_found", "_master", "_pending", "_rejected", "_replay")
 
     def __init__(self, master_key: bytes, replay: ReplayCache) -> None:
         self._master = master_key
         self._replay = replay
         self._pending = bytearray()
         self._found: tuple[Cipher, bytes, bytes, int] | None = None  # keys and bytes to wait for
+        self._rejected = False
 
     def receive(self, data: Bytes, now: float) -> Handshake | None:
         """Feed bytes; return the Handshake once the Hello is complete and valid, else None.
 
-        Raises HandshakeRejected as soon as the bytes cannot be a valid Hello.
+        Raises HandshakeRejected as soon as the bytes cannot be a valid Hello; the reader is
+        then dead: it keeps no bytes and rejects whatever comes after.
         """
+        if self._rejected:
+            raise HandshakeRejected("handshake already rejected")
+        try:
+            return self._receive(data, now)
+        except HandshakeRejected:
+            self._rejected = True
+            self._pending = bytearray()
+            raise
+
+    def _receive(self, data: Bytes, now: float) -> Handshake | None:
         pending = self._pending
         pending += data
         if len(pending) < SALT_SIZE + HEADER_SIZE:

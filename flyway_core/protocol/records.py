@@ -62,7 +62,8 @@ class RecordReader:
     ``feed()`` appends received bytes; ``next_record()`` returns the next plaintext, or None
     when the rest of it has not arrived yet. Consumed bytes are dropped as soon as the reader
     runs dry, so between calls it holds less than one record (at most ``MAX_RECORD - 1`` bytes).
-    Any authentication failure raises RemoteProtocolError, after which the reader is dead.
+    Any authentication failure raises RemoteProtocolError, after which the reader is dead:
+    it keeps no bytes, and every ``next_record()`` raises again.
 
     Records are opened straight out of a ``bytes`` piece when nothing partial is held
     (the common case: a carrier delivers whole records), and only the incomplete tail of
@@ -86,7 +87,9 @@ class RecordReader:
         return len(source) - self._position
 
     def feed(self, data: Bytes) -> None:
-        """Append received bytes."""
+        """Append received bytes (a dead reader drops them: it holds nothing after failing)."""
+        if self._failed:
+            return
         if self._piece is not None:  # fed again before the last piece was read to the end
             self._keep_rest()
         if self._position:

@@ -312,8 +312,9 @@ def test_a_record_reader_yields_only_genuine_records_then_fails_for_good(
     assert out == RECORD_PLAINTEXTS[: len(out)]  # in order, unaltered, none invented
     if failed:
         reader.feed(RECORD_STREAM)
+        assert reader.buffered == 0  # dead: it keeps nothing fed after the failure
         with pytest.raises(RemoteProtocolError):
-            reader.next_record()  # dead: even genuine bytes are not read any more
+            reader.next_record()  # and reads nothing, genuine bytes included
     elif data == RECORD_STREAM:
         assert out == RECORD_PLAINTEXTS
 
@@ -455,13 +456,19 @@ def test_an_authentic_first_record_is_accepted_exactly_when_it_is_an_acceptable_
 
 @FUZZ
 @given(st.lists(st.binary(max_size=300), max_size=8) | mutations_of(FIRST_BYTES))
-def test_a_hello_reader_holds_at_most_a_salt_and_one_record(chunks: list[bytes] | bytes) -> None:
+def test_a_hello_reader_holds_at_most_a_salt_and_one_record_and_nothing_once_rejected(
+    chunks: list[bytes] | bytes,
+) -> None:
     reader = HelloReader(MASTER, ReplayCache())
     for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
         try:
             handshake = reader.receive(chunk, NOW)
-        except HandshakeRejected:
-            return  # the only exception allowed; a rejected reader is dropped by its owner
+        except HandshakeRejected:  # the only exception allowed; the reader is dead from now on
+            assert len(reader._pending) == 0
+            with pytest.raises(HandshakeRejected):
+                reader.receive(FIRST_BYTES, NOW)  # even a genuine hello, and kept nowhere
+            assert len(reader._pending) == 0
+            return
         assert len(reader._pending) < SALT_SIZE + MAX_RECORD
         if handshake is not None:
             assert isinstance(handshake.hello, Hello)
