@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from flyway_core import Address, Settings
 from flyway_core.events import SessionDown, SessionUp
-from flyway_core.testing import hashed_exchange, run_pair
+from flyway_core.testing import hashed_exchange, run_pair, wait_for
 
 if TYPE_CHECKING:
     from intermediaries import NginxFactory
@@ -48,9 +48,12 @@ async def test_a_network_that_drops_every_connection_mid_transfer_loses_nothing(
     async with run_pair([echo_server], transport="http", via_relay=True) as pair:
         assert pair.relay is not None
         exchange = asyncio.create_task(hashed_exchange(pair.local(echo_server), 20 << 20))
+        relay = pair.relay
         for _ in range(3):
             await asyncio.sleep(0.1)
-            assert pair.relay.cut() > 0  # every HTTP connection dies at once, mid-body
+            # the client may be between retries: cut once it has connections again
+            await wait_for(lambda: any(not w.is_closing() for w in relay.writers), timeout=10)
+            assert relay.cut() > 0  # every HTTP connection dies at once, mid-body
             assert not exchange.done()
         async with asyncio.timeout(60):
             sent, echoed, *_ = await exchange
