@@ -30,7 +30,7 @@ from flyway_http_post.envelope import (
     Status,
     new_session_id,
 )
-from flyway_http_post.limits import PROBE_SECONDS
+from flyway_http_post.limits import PROBE_SECONDS, PROBE_WAIT
 from flyway_http_post.transport import HttpPostTransport
 
 from flyway_core import CarrierError, DialError, ServerURL, Settings, TunnelRefused
@@ -340,14 +340,25 @@ async def _check_streaming(path: _Path, master: bytes) -> StreamingCheck:
     if opened.status is not Status.OK:
         return StreamingCheck(None, None, "no session opened")
     arrivals: list[float] = []
+    acks: list[asyncio.Task[object]] = []
+
+    def arrived(when: float) -> None:
+        arrivals.append(when)
+        if len(arrivals) == 1:  # as the client does: the server sends the second sooner
+            ack = Request(Kind.SEND, session, flags=RequestFlags.PROBE, number=2)
+            acks.append(asyncio.create_task(path.exchange(ack, b"", 10.0)))
+
     try:
         probe = Request(Kind.POLL, session, flags=RequestFlags.PROBE, number=1)
-        await path.exchange(probe, b"", PROBE_SECONDS + 15.0, arrivals.append)
+        await path.exchange(probe, b"", PROBE_WAIT + 15.0, arrived)
     except _NoAnswer as exc:
         return StreamingCheck(None, None, f"the probe failed: {exc.reason}")
     finally:
+        for ack in acks:
+            with contextlib.suppress(_NoAnswer):
+                await ack
         with contextlib.suppress(_NoAnswer):
-            await path.exchange(Request(Kind.CLOSE, session, number=2), b"", 5.0)
+            await path.exchange(Request(Kind.CLOSE, session, number=3), b"", 5.0)
     spread = arrivals[-1] - arrivals[0]
     prompt = len(arrivals) > 1 and spread >= PROBE_SECONDS / 2  # as the client judges it
     if prompt:
