@@ -10,6 +10,7 @@ the WebSocket 101) the same ``Server`` header and order, so nothing names aiohtt
 
 from __future__ import annotations
 
+import functools
 import zlib
 from email.utils import formatdate
 from typing import TYPE_CHECKING
@@ -42,9 +43,11 @@ HEADER_TOO_LARGE = 494
 _TAIL = "<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n"
 _MSIE_PADDING = "<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n" * 6
 _FIRST = ("Server", "Date", "Content-Type", "Content-Length", "Transfer-Encoding", "Connection")
+_FIRST_LOWER = frozenset(name.lower() for name in _FIRST)
 _GZIPPED = (403, 404)  # the statuses Debian's "gzip on" compresses (with 200)
 
 
+@functools.cache
 def page_body(status: int, *, msie: bool = False) -> bytes:
     """Return nginx's error page for ``status`` (494: headers too large)."""
     if status == HEADER_TOO_LARGE:
@@ -141,11 +144,10 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     headers["Server"] = SERVER
     if "Connection" not in headers:
         headers["Connection"] = "keep-alive" if response.keep_alive else "close"
-    items = list(headers.items())
+    first = [(name, headers[name]) for name in _FIRST if name in headers]
+    rest = [(k, v) for k, v in headers.items() if k.lower() not in _FIRST_LOWER]
     headers.clear()
-    first = {name.lower(): i for i, name in enumerate(_FIRST)}
-    items.sort(key=lambda item: first.get(item[0].lower(), len(first)))  # stable
-    headers.extend(items)
+    headers.extend(first + rest)
 
 
 async def expect_continue(request: web.Request) -> None:
