@@ -129,6 +129,22 @@ async def test_an_idle_kept_alive_connection_closes_after_the_keepalive_timeout(
     assert 0.6 < seconds < 2.0  # keepalive_timeout 0.8 s
 
 
+def test_the_deadlines_are_set_on_the_command_line() -> None:
+    port = free_port()
+    args = ["--header-timeout", "0.5", "--body-timeout", "0.5", "--max-connections", "64"]
+    with flyway([f"127.0.0.1:{port}", "-p", "a long enough password", *args]):
+        wait_port(port)
+
+        async def silent() -> float:
+            reader, writer = await _ask(port, b"")
+            try:
+                return await _closed_after(reader, 5)
+            finally:
+                writer.close()
+
+        assert asyncio.run(silent()) < 1.5
+
+
 @pytest.mark.parametrize("transport", ["http", "ws"])
 async def test_long_polls_and_sessions_outlive_the_request_deadlines(
     echo_server: Address, transport: str
