@@ -9,7 +9,9 @@ Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the
 fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
 every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
 a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``; from
-``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes.
+``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes;
+and in ``flyway_core.testing.probes`` the corpus of strangers' probes (``PROBES``) and
+``answer()``, which sends one over a raw socket and splits what came back.
 """
 
 from __future__ import annotations
