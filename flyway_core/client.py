@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from flyway_core.errors import CarrierError, DialError, TunnelRefused, TunnelUnavailable
+from flyway_core.errors import (
+    CarrierError,
+    DialError,
+    LocalProtocolError,
+    TunnelRefused,
+    TunnelUnavailable,
+)
 from flyway_core.events import DialFailed, Event, SessionDown, SessionUp
 from flyway_core.protocol import Cipher, ClientConnection, CloseReason, derive_master_key
 from flyway_core.session import Session
@@ -71,7 +77,10 @@ class ClientTunnel:
         session = self.session
         if session is None:
             raise TunnelUnavailable(f"no tunnel to {self.server} is up yet")
-        stream = session.open_stream(target, origin)
+        try:
+            stream = session.open_stream(target, origin)
+        except LocalProtocolError as exc:  # the session closed since we looked
+            raise TunnelUnavailable(f"the tunnel to {self.server} is closing ({exc})") from None
         try:
             yield stream
         finally:

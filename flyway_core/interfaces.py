@@ -155,12 +155,15 @@ class Stream(Protocol):
     def reset(self, reason: int = ResetReason.CANCELLED, message: str = "") -> None:
         """Abort the stream both ways."""
 
-    async def relay(self, transport: asyncio.BaseTransport, *, already_read: bytes = b"") -> None:
+    async def relay(
+        self, transport: asyncio.BaseTransport, *, already_read: bytes = b"", at_eof: bool = False
+    ) -> None:
         """Relay a local connection both ways until both directions end, then close it.
 
         ``already_read`` is what you read from the connection before (it goes first);
-        ``flyway_core.link.take_buffered(reader)`` gives what an asyncio StreamReader
-        still holds.
+        ``flyway_core.take_buffered(reader)`` gives what an asyncio StreamReader still
+        holds. ``at_eof=True`` says the connection's EOF was already read
+        (``reader.at_eof()``), so the target is told at once.
         """
 
 

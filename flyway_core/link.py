@@ -29,6 +29,7 @@ early, and the caller then aborts the socket rather than wait on a peer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Protocol
@@ -68,7 +69,8 @@ def take_buffered(reader: asyncio.StreamReader) -> bytes:
     """Return (and remove) what ``reader`` holds unread, for ``relay(..., already_read=)``.
 
     A listener that ran its handshake on asyncio streams hands the rest over with
-    ``await stream.relay(writer.transport, already_read=take_buffered(reader))``.
+    ``await stream.relay(writer.transport, already_read=take_buffered(reader),
+    at_eof=reader.at_eof())``: the EOF, if the client already sent it, went to the reader.
     """
     buffer: bytearray = reader._buffer  # type: ignore[attr-defined]  # no public way to take it
     data = bytes(buffer)
@@ -92,8 +94,15 @@ class LocalLink(asyncio.Protocol):
         self._done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    def take_over(cls, transport: asyncio.BaseTransport, already_read: bytes = b"") -> LocalLink:
-        """Return the link relaying ``transport``, making one its protocol if needed."""
+    def take_over(
+        cls, transport: asyncio.BaseTransport, already_read: bytes = b"", *, at_eof: bool = False
+    ) -> LocalLink:
+        """Return the link relaying ``transport``, making one its protocol if needed.
+
+        What the previous protocol saw cannot reach the new one: ``already_read`` is what
+        it read, and ``at_eof`` says the local side had finished sending (its EOF went to
+        the previous protocol). A transport already closing is relayed as a failure.
+        """
         link = transport.get_protocol()
         if not isinstance(link, LocalLink) or link.transport is not transport or link._stream:
             link = cls()
@@ -101,6 +110,8 @@ class LocalLink(asyncio.Protocol):
             link.connection_made(transport)
         if already_read:
             link._held.insert(0, already_read)
+        if at_eof:
+            link._local_eof = True
         return link
 
     @property
@@ -116,7 +127,8 @@ class LocalLink(asyncio.Protocol):
         transport.set_write_buffer_limits(high=0)  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # a socket already gone (reset): run() sees it
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._on_connect is not None:
             self._on_connect(self)
 
@@ -160,6 +172,10 @@ class LocalLink(asyncio.Protocol):
         self._stream = stream
         finished = False
         try:
+            if transport.is_closing():  # lost before the relay began (a reset handshake)
+                self.error = "the local side closed"
+                stream.reset(ResetReason.CANCELLED, self.error)
+                return
             stream.attach(self)  # what the peer sent before now is delivered here
             held, self._held = b"".join(self._held), []
             if held and not self._done.done():

@@ -182,7 +182,7 @@ class Plugins:
     def __init__(self, pm: FlywayPluginManager) -> None:
         self.pm = pm
         self._transports: tuple[Settings, dict[str, Transport]] | None = None
-        self._observers: list[Callable[..., object]] | None = None
+        self._observers: tuple[tuple[Any, ...], list[Callable[..., object]]] | None = None
 
     def transports(self, settings: Settings) -> dict[str, Transport]:
         """Every registered transport by name; two with one name is a PluginError."""
@@ -274,23 +274,24 @@ class Plugins:
         Each observer is called through a pluggy caller of its own (tracing sees it),
         so one that raises cannot keep the event from the others.
         """
-        observers = self._observers
-        if observers is None or len(observers) != len(self.pm.hook.on_event.get_hookimpls()):
-            observers = self._observers = self._observer_callers()  # plugins came or went
-        for observe in observers:
+        impls = tuple(self.pm.hook.on_event.get_hookimpls())
+        if self._observers is None or self._observers[0] != impls:
+            self._observers = (impls, self._observer_callers(impls))  # plugins came or went
+        for observe in self._observers[1]:
             try:
                 observe(event=event)
             except Exception:  # observers must never break the data path
                 log.exception("observer failed on %r", event)
 
-    def _observer_callers(self) -> list[Callable[..., object]]:
-        impls = self.pm.hook.on_event.get_hookimpls()
-        plugins = [impl.plugin for impl in impls]
+    def _observer_callers(self, impls: tuple[Any, ...]) -> list[Callable[..., object]]:
+        """One caller per observer, each keeping every wrapper, in pluggy's call order."""
+        observers = [impl for impl in impls if not (impl.wrapper or impl.hookwrapper)]
         return [
             self.pm.subset_hook_caller(
-                "on_event", remove_plugins=[p for p in plugins if p is not impl.plugin]
+                "on_event",
+                remove_plugins=[o.plugin for o in observers if o.plugin is not impl.plugin],
             )
-            for impl in reversed(impls)  # registration order, as a single call would not give
+            for impl in reversed(observers)  # pluggy calls the last registered first
         ]
 
     def describe(self, settings: Settings) -> dict[str, PluginInfo]:

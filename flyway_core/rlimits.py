@@ -27,10 +27,14 @@ def raise_open_files() -> int:
     if resource is None:  # pragma: no cover
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    infinite = hard == resource.RLIM_INFINITY
+    targets = [1 << 20, 1 << 16, 10240, 4096] if infinite else [hard]
+    for target in targets:  # "unlimited" still has a per-process ceiling (macOS): step down
+        if target <= soft:
+            break
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            break
     return open_files_limit()
 
 
@@ -44,4 +48,4 @@ def open_files_limit() -> int:
 def stream_budget() -> int | None:
     """How many streams the process may relay at once and still answer (None: unknown)."""
     limit = open_files_limit()
-    return max(limit - HEADROOM, 16) if limit else None
+    return max(limit - min(HEADROOM, limit // 4), 16) if limit else None

@@ -103,7 +103,7 @@ class FlywayServer:
         if not connection.accepted:  # a prefix: a transport hands over whole hellos only
             self._emit(TunnelRejected(peer, f"incomplete hello ({len(hello)} bytes)"))
             return None
-        if len(events) != 1:  # anything but the hello itself: transports carry it alone
+        if len(events) != 1 or connection.hello_size != len(hello):  # the hello comes alone
             self._emit(TunnelRejected(peer, "unexpected records after the hello"))
             return None
         return connection

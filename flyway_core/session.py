@@ -100,7 +100,8 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        return not self._done
+        """False once the session is over or closing (no new stream may open on it)."""
+        return not self._done and not self._conn.closed
 
     @property
     def open_streams(self) -> int:
@@ -143,10 +144,10 @@ class Session:
         if self._done:
             return 0
         room = QUEUE_LIMIT - self.queued
-        if room <= 0:
-            self._gated = True  # the stream's link pauses; _ungate wakes it
-            return 0
-        return min(self._conn.send_window(stream_id), room)
+        credit = self._conn.send_window(stream_id)
+        if room <= credit:  # the queue, not the peer, limits this stream: _ungate wakes it
+            self._gated = True
+        return max(0, min(credit, room))
 
     @property
     def queued(self) -> int:
@@ -223,6 +224,7 @@ class Session:
             self.stats.sessions -= 1
             for stream in list(self._streams.values()):
                 stream.feed_reset(ResetReason.INTERNAL, self.error or "session closed")
+                self.close_stream(stream)  # counted out even if its task never ran
             await self._carrier.close()
         # A task group cancelled while a child failed raises the failure, not the
         # cancellation (Python 3.11): keep the cancellation, or the caller never stops.

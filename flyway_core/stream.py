@@ -91,6 +91,7 @@ class TunnelStream:
         self._inbox: deque[bytes] = deque()
         self._readable = asyncio.Event()
         self._eof = False
+        self._ended = False  # our direction is finished (end() was called)
         self._reset: StreamResetError | None = None
         self._credit = asyncio.Event()
         self._local: LocalSide | None = None  # set while relaying
@@ -140,14 +141,17 @@ class TunnelStream:
         """Wait until the server reached the target; raise TargetError if it could not."""
         await self._accepted
 
-    async def relay(self, transport: asyncio.BaseTransport, *, already_read: bytes = b"") -> None:
+    async def relay(
+        self, transport: asyncio.BaseTransport, *, already_read: bytes = b"", at_eof: bool = False
+    ) -> None:
         """Move bytes both ways between the stream and a local connection until both end.
 
         ``transport`` is the local connection; the relay takes it over (it becomes the
         transport of a ``LocalLink``) and closes it at the end. ``already_read`` is what
         the caller read from it before (a proxy's handshake leftovers): it goes first.
+        ``at_eof`` says the local side already finished sending (its EOF was read before).
         """
-        await LocalLink.take_over(transport, already_read).run(self)
+        await LocalLink.take_over(transport, already_read, at_eof=at_eof).run(self)
 
     async def read(self) -> bytes:
         """Return what the peer sent so far; ``b""`` at its end. Raise StreamResetError if reset.
@@ -161,6 +165,8 @@ class TunnelStream:
 
     async def write(self, data: bytes) -> None:
         """Send ``data``, waiting for credit as needed; raise StreamResetError if reset."""
+        if self._ended and data:
+            raise StreamResetError("write after end()", reason=ResetReason.CANCELLED)
         while data:
             if self._reset is not None:
                 raise self._reset
@@ -171,8 +177,9 @@ class TunnelStream:
             data = data[taken:]
 
     def end(self) -> None:
-        """Finish our direction (half-close); the peer's direction stays open."""
-        if self._reset is None:
+        """Finish our direction (half-close); the peer's direction stays open. Idempotent."""
+        if self._reset is None and not self._ended:
+            self._ended = True
             self.session.end_stream(self.stream_id)
 
     def reset(self, reason: int = ResetReason.CANCELLED, message: str = "") -> None:

@@ -69,23 +69,25 @@ class Upstream:
     async def _serve(self, session: Session, stream: TunnelStream) -> None:
         link = LocalLink()
         try:
-            await self._dial(stream.target, link)
-        except FlywayError as exc:
-            if isinstance(exc, TargetError):
-                stream.error, reason = f"{stream.target}: {exc}", exc.reason
-            else:
-                stream.error, reason = str(exc), ResetReason.INTERNAL
-            stream.reset(reason, str(exc))
-            session.close_stream(stream)
-            if link.transport is not None:
-                link.transport.abort()
-            return
-        session.accept_stream(stream)
-        self._emit(StreamUp(session.id, stream.stream_id, stream.target, session.peer))
-        try:
+            try:
+                await self._dial(stream.target, link)
+            except FlywayError as exc:
+                if isinstance(exc, TargetError):
+                    stream.error, reason = f"{stream.target}: {exc}", exc.reason
+                else:
+                    stream.error, reason = str(exc), ResetReason.INTERNAL
+                stream.reset(reason, str(exc))
+                return
+            session.accept_stream(stream)
+            self._emit(StreamUp(session.id, stream.stream_id, stream.target, session.peer))
             await link.run(stream)
+        except Exception as exc:  # a bug in one stream must not end the session (or others)
+            log.warning("stream to %s failed: %s", stream.target, exc, exc_info=True)
+            stream.reset(ResetReason.INTERNAL, f"internal error ({type(exc).__name__})")
         finally:
-            session.close_stream(stream)
+            session.close_stream(stream)  # also when cancelled: the slot is counted out
+            if link.transport is not None and not link.transport.is_closing():
+                link.transport.abort()
 
     async def _dial(self, target: Address, link: LocalLink) -> None:
         dialer = self._dialer_for(target)

@@ -35,8 +35,32 @@ class LineProxy:
                     writer.close()
                     return
                 writer.write(b"OK\n")
-                await stream.relay(writer.transport, already_read=take_buffered(reader))
+                await stream.relay(
+                    writer.transport, already_read=take_buffered(reader), at_eof=reader.at_eof()
+                )
 
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        async with server:
+            started(Address("127.0.0.1", server.sockets[0].getsockname()[1]))
+            await server.serve_forever()
+
+
+class SlowLineProxy(LineProxy):
+    """A LineProxy that waits a little before handing over (the client's FIN or RST lands)."""
+
+    async def serve(self, tunnel: Tunnel, *, started: Callable[[Address], object]) -> None:
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            host, port = (await reader.readline()).decode().split()
+            await asyncio.sleep(0.2)
+            async with tunnel.open_stream(Address(host, int(port))) as stream:
+                self.streams.append(stream)
+                await stream.relay(
+                    writer.transport, already_read=take_buffered(reader), at_eof=reader.at_eof()
+                )
+                self.relays_ended += 1
+
+        self.streams: list[object] = []
+        self.relays_ended = 0
         server = await asyncio.start_server(on_client, "127.0.0.1", 0)
         async with server:
             started(Address("127.0.0.1", server.sockets[0].getsockname()[1]))
@@ -131,3 +155,36 @@ async def test_reading_a_reset_stream_raises(tunnel: Tunnel) -> None:
     async with asyncio.timeout(10), tunnel.open_stream(Address("127.0.0.1", free_port())) as s:
         with pytest.raises(StreamResetError, match="refused"):
             await s.read()
+
+
+async def test_a_request_sent_with_its_fin_is_relayed_and_ends(
+    tunnel: Tunnel, echo_server: Address
+) -> None:
+    async with asyncio.timeout(10):
+        task, proxy = await _started(SlowLineProxy(), tunnel)
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(f"{echo_server.host} {echo_server.port}\n".encode() + b"hello")
+        writer.write_eof()  # the FIN arrives before the proxy hands the connection over
+        assert await reader.read(-1) == b"hello"  # echoed, then the target's EOF came back
+        writer.close()
+        task.cancel()
+
+
+async def test_a_client_that_resets_during_the_handshake_ends_its_relay(
+    tunnel: Tunnel, echo_server: Address
+) -> None:
+    import socket
+    import struct
+
+    listener = SlowLineProxy()
+    async with asyncio.timeout(10):
+        task, proxy = await _started(listener, tunnel)
+        _, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(f"{echo_server.host} {echo_server.port}\n".encode())
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST while the proxy still waits
+        while listener.relays_ended < 1:
+            await asyncio.sleep(0.02)
+        task.cancel()

@@ -399,3 +399,54 @@ async def test_transports_see_the_bound_port_before_they_serve(
         task.cancel()
         await asyncio.wait([task], timeout=5)
     assert seen == [address.port] and address.port != 0
+
+
+def test_observers_that_come_and_go_each_see_an_event_once(pm: FlywayPluginManager) -> None:
+    from flyway_core.events import Listening
+
+    seen: list[str] = []
+
+    class Observer:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookimpl
+        def on_event(self, event: Event) -> None:
+            seen.append(self.name)
+
+    plugins = Plugins(pm)
+    first = Observer("first")
+    pm.register(first, name="first")
+    plugins.emit(Listening("x", Address("127.0.0.1", 1)))
+    pm.unregister(first)
+    pm.register(Observer("second"), name="second")
+    plugins.emit(Listening("x", Address("127.0.0.1", 1)))
+    assert seen == ["first", "second"]
+
+
+def test_an_on_event_wrapper_wraps_every_observer(pm: FlywayPluginManager) -> None:
+    from flyway_core.events import Listening
+
+    calls: list[str] = []
+
+    class Observer:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookimpl
+        def on_event(self, event: Event) -> None:
+            calls.append(self.name)
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def on_event(self, event: Event) -> object:
+            calls.append("around")
+            return (yield)
+
+    pm.register(Observer("a"), name="a")
+    pm.register(Observer("b"), name="b")
+    pm.register(Wrapper(), name="wrapper")
+    observers = [i for i in pm.hook.on_event.get_hookimpls() if not i.wrapper]
+    Plugins(pm).emit(Listening("x", Address("127.0.0.1", 1)))
+    assert calls.count("a") == calls.count("b") == 1
+    assert calls.count("around") == len(observers)  # the wrapper is around each of them

@@ -43,6 +43,11 @@ def _bad_hellos() -> list[tuple[str, bytes]]:
     cases.append(("all but the last byte", hello[:-1]))
     cases += [(f"bit {i} flipped", _flipped(hello, i)) for i in (0, 40, len(hello) - 1)]
     cases.append(("hello then garbage", hello + os.urandom(40)))
+    cases.append(("hello then 7 bytes", hello + os.urandom(7)))
+    client = ClientConnection(derive_master_key(PASSWORD), now=time.time())
+    first = client.hello()
+    client.ping(time.time())  # an authentic record after the hello
+    cases.append(("hello then a record", first + client.data_to_send()))
     return cases
 
 

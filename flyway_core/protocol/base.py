@@ -361,10 +361,13 @@ class Connection:
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Report that the application consumed ``size`` received bytes of the stream.
 
-        A Window frame returns them to the peer once a quarter of the window has piled up.
+        A Window frame returns them to the peer once a quarter of the window has piled up:
+        of the window both sides use, the smaller of the two, which is all the peer may
+        have in flight (``peer_window``: both ends compute the same minimum).
         """
         stream = None if self.closed else self._streams.get(stream_id)
-        if stream is not None and (increment := stream.consume(size, self._window)):
+        window = min(self._window, self._peer_window)
+        if stream is not None and (increment := stream.consume(size, window)):
             self._send(Window(stream_id, increment))
 
     # --- liveness ----------------------------------------------------------------------

@@ -174,6 +174,7 @@ class ServerConnection(Connection):
         )
         self._hello: HelloReader | None = HelloReader(master_key, replay)
         self._padding = padding
+        self.hello_size = 0  # bytes the salt and Hello took, once accepted
 
     @property
     def accepted(self) -> bool:
@@ -191,6 +192,7 @@ class ServerConnection(Connection):
         if handshake is None:
             return []
         self._hello = None
+        self.hello_size = handshake.size
         hello, cipher = handshake.hello, handshake.cipher
         self._cipher = cipher
         self._reader = handshake.reader

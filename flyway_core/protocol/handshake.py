@@ -47,6 +47,7 @@ class Handshake:
     cipher: Cipher
     reader: RecordReader  # positioned after the Hello, holding any records that followed it
     to_client_key: bytes
+    size: int  # bytes the salt and the Hello record took
 
 
 class HelloReader:
@@ -103,7 +104,7 @@ class HelloReader:
         reason = self._replay.check(salt, frame.timestamp_ms / 1000, now)
         if reason is not None:
             raise HandshakeRejected(reason)
-        return Handshake(frame, cipher, reader, to_client)
+        return Handshake(frame, cipher, reader, to_client, size)
 
     def _identify(self, salt: bytes, header: bytes) -> tuple[Cipher, bytes, bytes, int]:
         for cipher in Cipher:

@@ -99,7 +99,7 @@ def test_hello_can_only_be_taken_before_the_first_data_to_send() -> None:
 def test_random_salt_and_padding_by_default() -> None:
     one, two = ClientConnection(MASTER, now=NOW).hello(), ClientConnection(MASTER, now=NOW).hello()
     assert one[:SALT_SIZE] != two[:SALT_SIZE]
-    assert SALT_SIZE + record_size(18) <= len(one) <= SALT_SIZE + record_size(18 + 63)
+    assert SALT_SIZE + record_size(22) <= len(one) <= SALT_SIZE + record_size(22 + 63)
 
 
 def test_a_hello_fed_byte_by_byte_with_records_behind_it_is_accepted() -> None:
@@ -287,3 +287,32 @@ def test_streams_opened_before_welcome_get_the_real_window_when_it_arrives() -> 
 
 def _target() -> Address:
     return Address("example.com", 80)
+
+
+@pytest.mark.parametrize(
+    ("client_window", "server_window"), [(1 << 20, 8 << 20), (8 << 20, 1 << 20), (131072, 1 << 20)]
+)
+def test_windows_that_differ_by_more_than_four_times_keep_data_flowing(
+    client_window: int, server_window: int
+) -> None:
+    from flyway_core.protocol import Address, DataReceived
+
+    pair = TunnelPair(client_window=client_window, server_window=server_window)
+    stream_id = pair.client.open_stream(Address("example.com", 80))
+    pair.flush()
+    pair.server.accept_stream(stream_id)
+    pair.flush()
+    for sender, receiver, deliver in (
+        (pair.client, pair.server, pair.deliver_to_server),
+        (pair.server, pair.client, pair.deliver_to_client),
+    ):
+        moved = 0
+        while moved < 3 * max(client_window, server_window):  # far more than one window
+            credit = sender.send_window(stream_id)
+            assert credit > 0, f"stalled after {moved} bytes"
+            sender.send_data(stream_id, bytes(min(credit, 1 << 16)))
+            for event in deliver():
+                if isinstance(event, DataReceived):
+                    receiver.acknowledge(stream_id, len(event.data))
+                    moved += len(event.data)
+            pair.flush()
