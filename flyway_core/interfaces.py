@@ -89,7 +89,13 @@ class FrontDoor(Protocol):
         """
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
-        """Answer ``request`` as the site the server fronts (what a prober sees)."""
+        """Answer ``request`` as the site the server fronts (what a prober sees).
+
+        A handler that had to read a request's body to know it is not its own answers
+        with this, not None: aiohttp keeps the bytes it read, so the fallback's
+        ``await request.read()`` still sees the body whole (streaming ``request.content``
+        would not). A handler that can decide from the head returns None unread.
+        """
 
     async def run_session(
         self, carrier: Carrier, connection: ServerConnection, *, peer: str, transport: str
