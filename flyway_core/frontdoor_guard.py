@@ -64,6 +64,7 @@ class DoorProtocol(web.RequestHandler):
         self.opened = self.last_read = guard.loop.time()
         self.head_since: float | None = self.opened  # reading a head since (None: not)
         self.body: StreamReader | None = None  # the body of the last head parsed
+        self.dropped = False  # the guard closed it (and said so)
         self._head_start = b""  # the first bytes of the head being read (to tell 414 from 400)
 
     # --- what the guard looks at ---------------------------------------------------------
@@ -140,7 +141,8 @@ class DoorProtocol(web.RequestHandler):
             reason = (message or str(exc) or "unreadable").splitlines()[0].rstrip(":")
             self.guard.report(self.peer, f"malformed request: {reason}")
         elif gone or isinstance(exc, ConnectionError):
-            self.guard.report(self.peer, "request aborted")
+            if not self.dropped:  # else the guard has reported why already
+                self.guard.report(self.peer, "request aborted")
         else:
             log.error("a request from %s failed in flyway: %r (-vv: traceback)", self.peer, exc)
             log.debug("the failure", exc_info=exc)
@@ -220,6 +222,7 @@ class ConnectionGuard:
 
     def _drop(self, protocol: DoorProtocol, reason: str) -> None:
         self.dropped += 1
+        protocol.dropped = True
         self.connections.discard(protocol)
         self.report(protocol.peer, reason)
         protocol.force_close()
