@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT = 15.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+STABLE_SECONDS = 5.0  # a session that lasted this long resets the backoff
 
 
 class ClientTunnel:
@@ -100,18 +101,24 @@ class ClientTunnel:
             self._emit(
                 SessionUp(session.id, str(self.server), self.transport.carried_by(), "client")
             )
+            ran_from = time.monotonic()
             try:
                 await session.run()
             finally:
                 await self._set_session(None)
+            brief = time.monotonic() - ran_from < STABLE_SECONDS
             if session.closed_by is CloseReason.BUSY:  # full: back off as after a failed dial
                 self._emit(SessionDown(session.id, str(self.server), session.error))
                 self._emit(DialFailed(str(self.server), session.error or "busy", backoff))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             elif session.started.is_set():
-                backoff = BACKOFF_FIRST
                 self._emit(SessionDown(session.id, str(self.server), session.error))
+                if brief:  # up and gone at once, again and again: do not hammer the server
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                else:
+                    backoff = BACKOFF_FIRST
             else:  # the carrier opened, but the server never answered the handshake
                 reason = str(TunnelRefused(str(self.server), session.error or ""))
                 self._emit(DialFailed(str(self.server), reason, backoff))
