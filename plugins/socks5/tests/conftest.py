@@ -1,0 +1,116 @@
+"""Fixtures for flyway-socks5: a ``-D`` listener on a memory tunnel, and targets to reach."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from flyway_socks5 import Socks5Listener
+from flyway_socks5.base import Credentials
+
+from flyway_core import Address, Settings, TargetError, hookimpl
+from flyway_core.plugins import Plugins, make_plugin_manager
+from flyway_core.protocol import ResetReason
+from flyway_core.testing import joined_tunnel
+
+# Targets under .test that the test dialer answers itself, one per failure kind.
+OUTCOMES = {
+    "not-allowed.test": ResetReason.NOT_ALLOWED,
+    "timed-out.test": ResetReason.TIMED_OUT,
+    "unreachable.test": ResetReason.UNREACHABLE,
+    "busy.test": ResetReason.BUSY,
+}
+
+
+class Outcomes:
+    """A dialer plugin that fails the OUTCOMES targets as a policy or a network would."""
+
+    @hookimpl
+    def dial_upstream(self, target: Address, settings: Settings) -> Outcomes | None:
+        return self if target.host in OUTCOMES else None
+
+    async def connect(self, target: Address, protocol: object) -> None:
+        reason = OUTCOMES[target.host]
+        raise TargetError(reason.describe(), reason=reason)
+
+
+StartProxy = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_proxy(settings: Settings) -> AsyncIterator[StartProxy]:
+    """Start a -D listener on 127.0.0.1 (a free port) over a memory tunnel; return its address."""
+    pm = make_plugin_manager(entry_points=False)
+    pm.register(Outcomes(), name="outcomes")
+    async with contextlib.AsyncExitStack() as stack:
+        tunnel = await stack.enter_async_context(joined_tunnel(settings, Plugins(pm)))
+        tasks: list[asyncio.Task[None]] = []
+
+        async def start(
+            credentials: tuple[bytes, bytes] | None = None, handshake_timeout: float = 5.0
+        ) -> Address:
+            creds = Credentials(*credentials) if credentials else None
+            listener = Socks5Listener(Address("127.0.0.1", 0), creds, handshake_timeout)
+            bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+            tasks.append(asyncio.create_task(listener.serve(tunnel, started=bound.set_result)))
+            return await asyncio.wait_for(bound, 5)
+
+        try:
+            yield start
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5) if tasks else None
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy) -> Address:
+    """A -D listener without credentials."""
+    address: Address = await start_proxy()
+    return address
+
+
+async def _headers(request: web.Request) -> web.Response:
+    return web.json_response({"path": request.path_qs, "headers": dict(request.headers)})
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.Response(body=body, headers={"X-Length": str(len(body))})
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Connection": "keep-alive, X-Drop", "X-Drop": "1"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for part in (b"one ", b"two ", b"three"):
+        await response.write(part)
+    await response.write_eof()
+    return response
+
+
+@pytest.fixture
+async def web_target() -> AsyncIterator[Address]:
+    """An HTTP server on 127.0.0.1: /headers (what arrived), /echo (POST body), /chunked."""
+    app = web.Application()
+    app.router.add_get("/headers", _headers)
+    app.router.add_post("/echo", _echo)
+    app.router.add_get("/chunked", _chunked)
+    app.router.add_get("/", lambda request: _text(b"hello from the target"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Address("127.0.0.1", port)
+    finally:
+        await runner.cleanup()
+
+
+async def _text(body: bytes) -> web.Response:
+    return web.Response(body=body)
