@@ -100,7 +100,7 @@ async def web_target() -> AsyncIterator[Address]:
     app.router.add_get("/headers", _headers)
     app.router.add_post("/echo", _echo)
     app.router.add_get("/chunked", _chunked)
-    app.router.add_get("/", lambda request: _text(b"hello from the target"))
+    app.router.add_get("/", _hello)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -112,5 +112,5 @@ async def web_target() -> AsyncIterator[Address]:
         await runner.cleanup()
 
 
-async def _text(body: bytes) -> web.Response:
-    return web.Response(body=body)
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(body=b"hello from the target")

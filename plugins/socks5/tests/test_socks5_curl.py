@@ -1,0 +1,107 @@
+"""Real clients: curl through a -D port in every mode it has, in-process and as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from flyway_core import Address
+from flyway_core.testing import free_port, wait_port
+
+StartProxy = Callable[..., Any]  # the start_proxy fixture (conftest.py)
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+BODY = b"hello from the target"
+
+
+async def _curl(*args: str) -> tuple[int, bytes]:
+    curl = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--max-time", "5", "--noproxy", "", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await curl.communicate()
+    assert curl.returncode is not None
+    return curl.returncode, out
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--socks5-hostname", "{proxy}"],
+        ["--socks5", "{proxy}"],
+        ["--socks4a", "{proxy}"],
+        ["--socks4", "{proxy}"],
+        ["-x", "http://{proxy}"],  # absolute-form GET
+        ["-p", "-x", "http://{proxy}"],  # CONNECT
+    ],
+    ids=["socks5-hostname", "socks5", "socks4a", "socks4", "http-absolute", "http-connect"],
+)
+async def test_curl_fetches_a_page_through_each_protocol(
+    proxy: Address, web_target: Address, mode: list[str]
+) -> None:
+    args = [arg.format(proxy=proxy) for arg in mode]
+    async with asyncio.timeout(10):
+        code, out = await _curl(*args, f"http://localhost:{web_target.port}/")
+    assert (code, out) == (0, BODY)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [["-x", "socks5h://alice:s3cret@{proxy}"], ["-p", "-x", "http://alice:s3cret@{proxy}"]],
+    ids=["socks5-user-pass", "http-basic"],
+)
+async def test_curl_with_credentials(
+    start_proxy: StartProxy, web_target: Address, mode: list[str]
+) -> None:
+    proxy = await start_proxy((b"alice", b"s3cret"))
+    args = [arg.format(proxy=proxy) for arg in mode]
+    wrong = [arg.replace("s3cret", "wrong") for arg in args]
+    url = f"http://localhost:{web_target.port}/"
+    async with asyncio.timeout(10):
+        assert await _curl(*args, url) == (0, BODY)
+        code, _ = await _curl(*wrong, url)
+    assert code != 0
+
+
+async def test_real_flyway_processes_serve_dash_d_with_credentials_from_the_environment(
+    web_target: Address,
+) -> None:
+    server_port, socks_port = free_port(), free_port()
+    flyway = [sys.executable, "-m", "flyway_core"]
+    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "200"}
+    client_env = {**env, "FLYWAY_SOCKS_AUTH": "alice:s3cret"}
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, env: dict[str, str]) -> None:
+        quiet = asyncio.subprocess.DEVNULL
+        procs.append(await asyncio.create_subprocess_exec(*args, env=env, stderr=quiet))
+
+    try:
+        await start(*flyway, f"127.0.0.1:{server_port}", env=env)
+        wait_port(server_port)
+        client = [*flyway, "-D", str(socks_port), f"127.0.0.1:{server_port}"]
+        await start(*client, env=client_env)
+        wait_port(socks_port)
+        url = f"http://localhost:{web_target.port}/"
+        proxy = f"socks5h://alice:s3cret@127.0.0.1:{socks_port}"
+        async with asyncio.timeout(15):
+            while (got := await _curl("-x", proxy, url))[0]:
+                await asyncio.sleep(0.1)  # until the session is up
+            assert got == (0, BODY)
+            assert (await _curl("--socks5-hostname", f"127.0.0.1:{socks_port}", url))[0] != 0
+        assert "s3cret" not in " ".join(client)
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
