@@ -70,6 +70,7 @@ class Client:
     credentials: Credentials | None
     deadline: float  # loop time by which the handshake must be done
     origin: str
+    handed_over: bool = False  # the connection belongs to a stream's relay now
 
     async def refuse(self, answer: bytes) -> None:
         """Send ``answer`` (if any) and close the connection."""
@@ -97,6 +98,7 @@ class Client:
                     await self.refuse(failure(reason, message))
                     return
                 self.writer.write(success())
+                self.handed_over = True
                 await stream.relay(
                     self.writer.transport,
                     already_read=already_read + take_buffered(self.reader),

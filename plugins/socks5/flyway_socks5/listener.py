@@ -89,6 +89,7 @@ class Socks5Listener:
         finally:
             if not writer.is_closing():
                 writer.close()
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                async with asyncio.timeout(1):
-                    await writer.wait_closed()
+            if not client.handed_over:  # else the relay closed it, unheard by the reader
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    async with asyncio.timeout(1):
+                        await writer.wait_closed()
