@@ -29,6 +29,7 @@ from flyway_core.allocator import tune_allocator
 from flyway_core.errors import ConfigError, FlywayError
 from flyway_core.passwords import weakness
 from flyway_core.plugins import FLAGS, TRANSPORT_PACKAGES, Plugins, make_plugin_manager
+from flyway_core.policy import Policy
 from flyway_core.protocol import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, Cipher
 from flyway_core.rlimits import raise_open_files
 from flyway_core.settings import (
@@ -195,6 +196,24 @@ def build_run_command(
         help="Server: connections at once; past it the longest idle, or slowest, is closed.",
     )
     @click.option(
+        "--allow",
+        multiple=True,
+        metavar="RULE",
+        help="Server: let clients reach only what a RULE matches: HOST, *.DOMAIN, CIDR or *, "
+        "with :PORT or :LOW-HIGH (repeatable).",
+    )
+    @click.option(
+        "--deny",
+        multiple=True,
+        metavar="RULE",
+        help="Server: keep clients off what RULE matches; wins over --allow (repeatable).",
+    )
+    @click.option(
+        "--deny-private",
+        is_flag=True,
+        help="Server: keep clients off the server's loopback, LAN and other non-global addresses.",
+    )
+    @click.option(
         "--disable-plugin",
         multiple=True,
         metavar="NAME",
@@ -226,6 +245,9 @@ def build_run_command(
             "body_timeout",
             "keepalive_timeout",
             "max_connections",
+            "allow",
+            "deny",
+            "deny_private",
         }
         settings = Settings(
             password=params["password"] or "",
@@ -244,6 +266,7 @@ def build_run_command(
                 keepalive_timeout=params["keepalive_timeout"],
                 max_connections=params["max_connections"],
             ),
+            policy=Policy.parse(params["allow"], params["deny"], params["deny_private"]),
             options={k: v for k, v in params.items() if k not in core},
         )
         _setup_logging(settings.verbosity)
@@ -376,6 +399,8 @@ def _run_server(plugins: Plugins, settings: Settings, params: dict[str, Any]) ->
             "[bold]transports[/]", ", ".join(sorted(server.transports)) or "none installed"
         )
         table.add_row("[bold]fallback[/]", str(server.fallback_handler))
+        if not settings.policy.allows_all:
+            table.add_row("[bold]policy[/]", str(settings.policy))
         table.add_row(
             "[bold]window[/]",
             f"{settings.window} bytes per stream, idle timeout {settings.idle_timeout:g}s",

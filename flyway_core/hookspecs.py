@@ -83,8 +83,10 @@ def register_commands(cli: click.Group) -> None:
 def dial_upstream(target: Address, settings: Settings) -> Dialer | None:
     """Decide how the server reaches ``target``; return None to let others decide.
 
-    Called on the server for every stream. Built-in: ``direct``, a plain TCP
-    dialer registered ``trylast``, so it answers only when no other plugin did.
+    Called on the server for every stream the policy (``settings.policy``) admits;
+    with any rule, ``connect`` gets the checked addresses one at a time. Built-in:
+    ``direct``, a plain TCP dialer registered ``trylast``, so it answers only when
+    no other plugin did.
     """
 
 

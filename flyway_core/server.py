@@ -73,6 +73,7 @@ class FlywayServer:
             emit,
             streams_per_session=settings.limits.streams_per_session,
             streams_in_all=stream_budget(),
+            policy=settings.policy,
         )
         self._emit = emit
         self._ssl = ssl_context

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flyway_core.policy import Policy
 from flyway_core.protocol import DEFAULT_WINDOW
 
 __all__ = [
@@ -59,6 +60,7 @@ class Settings:
     verbosity: int = 0
     limits: ServerLimits = field(default_factory=ServerLimits)
     front_door: FrontDoorLimits = field(default_factory=FrontDoorLimits)
+    policy: Policy = field(default_factory=Policy)  # which targets clients may reach
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, name: str, default: Any = None) -> Any:

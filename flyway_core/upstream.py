@@ -5,7 +5,11 @@ A ``Session`` on the server hands every stream the client opened to an
 reach the target, connects with the stream's ``LocalLink`` as the connection's
 protocol, and then either accepts the stream and relays until both directions
 end, or resets it with the reason the dial failed for (refused, unreachable,
-name not found, timed out, not allowed). A dialer that crashes or claims success
+name not found, timed out, not allowed). The server's policy (``--allow``,
+``--deny``, ``--deny-private``) comes first: with any rule, the target is resolved
+and checked before a dialer plugin is asked, and the dialer connects to one
+checked address at a time, so no plugin bypasses the policy and nothing is
+resolved twice (no DNS-rebinding window). A dialer that crashes or claims success
 without connecting resets only its own stream: the session lives on.
 """
 
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING
 from flyway_core.errors import FlywayError, TargetError
 from flyway_core.events import Event, StreamUp
 from flyway_core.link import LocalLink
+from flyway_core.policy import Policy
 from flyway_core.protocol import ResetReason
 
 if TYPE_CHECKING:
@@ -48,8 +53,10 @@ class Upstream:
         *,
         streams_per_session: int = 2048,
         streams_in_all: int | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._dialer_for = dialer_for
+        self._policy = policy or Policy()
         self._emit = emit
         self._per_session = streams_per_session
         self._in_all = streams_in_all
@@ -90,10 +97,14 @@ class Upstream:
                 link.transport.abort()
 
     async def _dial(self, target: Address, link: LocalLink) -> None:
-        dialer = self._dialer_for(target)
+        dialer: Dialer | None = None
         try:
             async with asyncio.timeout(TARGET_TIMEOUT):
-                await dialer.connect(target, link)
+                if self._policy.allows_all:
+                    dialer = self._dialer_for(target)
+                    await dialer.connect(target, link)
+                else:
+                    dialer = await self._dial_checked(target, link)
         except TimeoutError:
             raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
         except FlywayError:
@@ -105,3 +116,17 @@ class Upstream:
             ) from exc
         if link.transport is None:
             raise TargetError(f"dialer {dialer} did not connect", reason=ResetReason.INTERNAL)
+
+    async def _dial_checked(self, target: Address, link: LocalLink) -> Dialer:
+        """Admit ``target`` by the policy, then connect to its checked addresses in turn."""
+        addresses = await self._policy.admit(target)  # TargetError: not allowed, not found
+        dialer = self._dialer_for(target)
+        for address in addresses:
+            try:
+                await dialer.connect(address, link)
+                break
+            except TargetError as exc:
+                if address is addresses[-1] or link.transport is not None:
+                    raise
+                log.debug("%s at %s: %s; trying the next address", target, address, exc)
+        return dialer
