@@ -36,6 +36,7 @@ MAX_HEAD = 64 * 1024  # bytes of a request head; more gets 431
 KEEPALIVE_IDLE = 60.0  # seconds an idle client connection may wait for its next request
 BODY_IDLE = 120.0  # seconds without a byte of a request or response body
 READ_SIZE = 1 << 16
+FINISH_WAIT = 0.5  # seconds to wait for the target's close after a whole answer
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -228,10 +229,14 @@ async def _forward(client: Client, conn: h11.Connection, request: h11.Request) -
 
 
 async def _finish(stream: Stream) -> None:
-    """End our side and read to the target's close (it was asked to), so the stream ends well."""
+    """End our side and read to the target's close (it was asked to), so the stream ends well.
+
+    A target that ignores ``Connection: close`` costs the client FINISH_WAIT before
+    its next request; then the stream is reset (reported as cancelled).
+    """
     stream.end()
     with contextlib.suppress(TimeoutError, StreamResetError):
-        async with asyncio.timeout(1):
+        async with asyncio.timeout(FINISH_WAIT):
             while await stream.read():
                 pass
 
