@@ -9,6 +9,7 @@ process), ``proxies`` (squid, nginx and HAProxy from the ``*.in`` templates here
   ``nginx_stock`` runs it with Debian's stock configuration instead (1m bodies).
 * ``RecordingRelay``: a reverse proxy that records every request, to replay them.
 * HAProxy: a round-robin balancer over several servers, sticky by cookie if asked.
+* Dante (``danted``): a reference SOCKS5 server, ``dante_server`` (dante.py).
 * ``FaultRelay``: sits in front of a TCP port and resets (RST) the connection in the
   middle of every Nth request body or response body, passing everything else as is.
 
@@ -54,6 +55,7 @@ from intermediaries.children import (
     find_binary,
     render,
 )
+from intermediaries.dante import run_dante
 from intermediaries.fault_relay import BodyRecord, FaultRelay
 from intermediaries.framing import Direction
 from intermediaries.proxies import run_haproxy, run_nginx, run_squid
@@ -72,6 +74,7 @@ __all__ = [
     "RecordingRelay",
     "StartFailed",
     "binary_or_skip",
+    "dante_server",
     "fault_relay",
     "find_binary",
     "haproxy_balancer",
@@ -79,6 +82,7 @@ __all__ = [
     "nginx_stock",
     "recording_relay",
     "render",
+    "run_dante",
     "run_haproxy",
     "run_nginx",
     "run_squid",
@@ -126,6 +130,14 @@ def squid_proxy() -> Iterator[str]:
     binary = binary_or_skip("squid")
     with run_squid(binary) as squid:
         yield squid.url
+
+
+@pytest.fixture
+def dante_server() -> Iterator[Child]:
+    """A running danted (Dante's SOCKS server) on 127.0.0.1; ``.port`` is its SOCKS port."""
+    binary = binary_or_skip("danted")
+    with run_dante(binary) as dante:
+        yield dante
 
 
 @pytest.fixture

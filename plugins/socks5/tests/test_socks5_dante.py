@@ -1,0 +1,227 @@
+"""A reference server side by side: the same SOCKS5 bytes to flyway's -D and to Dante.
+
+Dante (Debian's dante-server, ``danted``, started per test on another loopback port) is
+the SOCKS server the others are measured against. Each test sends one request to both
+and compares the reply code (REP) and what the connection does after it. Where the two
+differ, the test says why. BND.ADDR/BND.PORT are compared loosely: Dante reports its
+real bound address; flyway reports the server side's address where the tunnel protocol
+carries it, 0.0.0.0:0 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+from flyway_core import Address
+
+if TYPE_CHECKING:
+    from intermediaries import Child
+
+pytest_plugins = ["intermediaries"]
+
+NO_AUTH = b"\x05\x01\x00"
+ANY = ipaddress.IPv4Address("0.0.0.0")
+LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+SILENCE = 1.0  # how long a server that does not close is given to say something
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one SOCKS5 exchange got back."""
+
+    method: bytes  # the reply to the greeting
+    reply: bytes  # the whole reply to the request (b"" if none)
+    closed: bool  # the server closed the connection after it (within SILENCE)
+
+    @property
+    def rep(self) -> int | None:
+        return self.reply[1] if len(self.reply) >= 2 else None
+
+    @property
+    def bound(self) -> tuple[ipaddress.IPv4Address, int]:
+        assert self.reply[3] == 1, self.reply.hex()  # both answer with an IPv4 BND.ADDR
+        return ipaddress.IPv4Address(self.reply[4:8]), struct.unpack(">H", self.reply[8:10])[0]
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.read(4)
+    while 0 < len(head) < 4:
+        more = await reader.read(4 - len(head))
+        if not more:
+            return head
+        head += more
+    if len(head) < 4:
+        return head
+    sizes = {1: 4, 4: 16}
+    if head[3] == 3:
+        length = await reader.readexactly(1)
+        return head + length + await reader.readexactly(length[0] + 2)
+    return head + await reader.readexactly(sizes.get(head[3], 4) + 2)
+
+
+async def _exchange(
+    port: int, request: bytes, *, greeting: bytes = NO_AUTH, then: bytes = b""
+) -> tuple[Answer, bytes]:
+    """Greet, send ``request``, read the reply; then send ``then`` and read it echoed."""
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(greeting)
+            method = await reader.read(2)
+            reply = b""
+            if method[:2] == b"\x05\x00" and request:
+                writer.write(request)
+                with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError):
+                    async with asyncio.timeout(SILENCE):
+                        reply = await _read_reply(reader)
+            echoed = b""
+            if then:
+                writer.write(then)
+                echoed = await reader.readexactly(len(then))
+            closed = False
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(SILENCE if not then else 0.05):
+                    while await reader.read(65536):  # the rest of an HTTP answer
+                        pass
+                    closed = True
+            return Answer(method, reply, closed), echoed
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def _connect(command: int, atyp: int, address: bytes, port: int) -> bytes:
+    return bytes([5, command, 0, atyp]) + address + struct.pack(">H", port)
+
+
+def _ipv4(port: int, command: int = 1) -> bytes:
+    return _connect(command, 1, socket.inet_aton("127.0.0.1"), port)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("by", ["ipv4", "domain"])
+async def test_connect_is_granted_by_both_and_carries_the_same_bytes(
+    proxy: Address, dante_server: Child, echo_server: Address, by: str
+) -> None:
+    port = echo_server.port
+    request = _ipv4(port) if by == "ipv4" else _connect(1, 3, b"\x09localhost", port)
+    data = os.urandom(64 * 1024)
+    (flyway, f_echo), (dante, d_echo) = await asyncio.gather(
+        _exchange(proxy.port, request, then=data),
+        _exchange(dante_server.port, request, then=data),
+    )
+    assert flyway.method == dante.method == b"\x05\x00"
+    assert flyway.rep == dante.rep == 0x00
+    digest = hashlib.sha256(data).digest()
+    assert hashlib.sha256(f_echo).digest() == hashlib.sha256(d_echo).digest() == digest
+    # BND: Dante names its own end of the connection to the target; flyway does the same
+    # once the tunnel carries the server's local address, 0.0.0.0:0 until then.
+    d_addr, d_port = dante.bound
+    assert d_addr == LOOPBACK and d_port != 0
+    assert flyway.bound == (ANY, 0) or (flyway.bound[0] == LOOPBACK and flyway.bound[1] != 0)
+
+
+async def test_a_closed_port_is_refused_by_both(proxy: Address, dante_server: Child) -> None:
+    request = _ipv4(_closed_port())
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    assert flyway.rep == dante.rep == 0x05  # connection refused
+    # RFC 1928 wants the close "shortly after" a failure reply (within 10 s): flyway
+    # closes at once, Dante only later (not within SILENCE), so only flyway's is checked.
+    assert flyway.closed
+    # Dante still reports the local address it dialled from; flyway has none to report.
+    assert dante.bound[0] == LOOPBACK
+    assert flyway.bound[0] in (ANY, LOOPBACK)
+
+
+async def test_an_unknown_command_gets_0x07_from_flyway_and_a_bare_close_from_dante(
+    proxy: Address, dante_server: Child, echo_server: Address
+) -> None:
+    request = _ipv4(echo_server.port, command=0x09)
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    # RFC 1928 defines 0x07 "command not supported" for this; Dante logs "unknown
+    # socks_v5 command: 9" and closes without a reply.
+    assert (flyway.rep, flyway.closed) == (0x07, True)
+    assert (dante.reply, dante.closed) == (b"", True)
+
+
+@pytest.mark.parametrize(("command", "name"), [(0x02, "BIND"), (0x03, "UDP ASSOCIATE")])
+async def test_bind_and_udp_associate_are_dantes_and_not_yet_flyways(
+    proxy: Address, dante_server: Child, command: int, name: str
+) -> None:
+    request = _connect(command, 1, b"\0\0\0\0", 0)
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    # Dante implements both: 0x00 and the address it listens on (BIND) or relays from
+    # (UDP). flyway never does BIND (the tunnel only dials out) and answers UDP
+    # ASSOCIATE with 0x07 until datagram flows are in the protocol (issue 11, item 2).
+    assert dante.rep == 0x00, name
+    assert dante.bound[0] == LOOPBACK and dante.bound[1] != 0
+    if command == 0x02:
+        assert (flyway.rep, flyway.closed) == (0x07, True)
+    else:
+        assert flyway.rep in (0x00, 0x07)
+
+
+async def test_an_unknown_address_type_gets_0x08_from_flyway_and_a_bare_close_from_dante(
+    proxy: Address, dante_server: Child, echo_server: Address
+) -> None:
+    request = _connect(1, 0x05, socket.inet_aton("127.0.0.1"), echo_server.port)
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    # RFC 1928 has 0x08 "address type not supported"; Dante drops the connection.
+    assert (flyway.rep, flyway.closed) == (0x08, True)
+    assert (dante.reply, dante.closed) == (b"", True)
+
+
+async def test_a_request_with_the_wrong_version_gets_no_reply_from_either(
+    proxy: Address, dante_server: Child, echo_server: Address
+) -> None:
+    request = b"\x04" + _ipv4(echo_server.port)[1:]
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    # RFC 1928 defines no reply for it. flyway closes at once; Dante keeps reading
+    # (its log: "error after reading 13 bytes ... eof from local client") until the
+    # client gives up, so only its silence is compared.
+    assert flyway.reply == dante.reply == b""
+    assert flyway.closed
+
+
+async def test_no_acceptable_method_gets_05_ff_and_a_close_from_both(
+    proxy: Address, dante_server: Child
+) -> None:
+    greeting = b"\x05\x01\x02"  # username/password only, and neither side has credentials
+    flyway, _ = await _exchange(proxy.port, b"", greeting=greeting)
+    dante, _ = await _exchange(dante_server.port, b"", greeting=greeting)
+    assert flyway.method == dante.method == b"\x05\xff"
+    assert flyway.closed and dante.closed
+
+
+async def test_a_greeting_of_another_version_is_not_socks_to_either(
+    proxy: Address, dante_server: Child
+) -> None:
+    greeting = b"\x06\x01\x00"
+    flyway, _ = await _exchange(proxy.port, b"", greeting=greeting)
+    dante, _ = await _exchange(dante_server.port, b"", greeting=greeting)
+    # Dante closes without a byte ("unknown SOCKS version 6"). flyway's port is also an
+    # HTTP proxy (first byte not 4 or 5), so it answers this as a malformed HTTP request.
+    assert (dante.method, dante.closed) == (b"", True)
+    assert flyway.method == b"HT" and flyway.closed
