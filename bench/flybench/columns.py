@@ -17,6 +17,7 @@ from pathlib import Path
 from .hops import Intermediaries
 from .processes import Tunnel
 from .relays import BARE, BARE_MODES, BARE_WS, BareRelay, BareWebSocketRelay
+from .socks import Socks5Tunnel
 
 __all__ = ["COLUMNS", "DEFAULT_TRANSPORTS", "Column", "build_columns", "transport_help"]
 
@@ -52,6 +53,10 @@ COLUMNS: dict[str, Column] = {
             default=True,
         ),
         Column("kcp", "kcp", ("-K",), "-K"),
+        # -D instead of -L, over ws: compare with the ws column of the same run.
+        Column(
+            "socks5", "ws", ("-w",), "-w -D PORT, the driver speaking SOCKS5", kind=Socks5Tunnel
+        ),
     )
 }
 DEFAULT_TRANSPORTS = [c.name for c in COLUMNS.values() if c.default]

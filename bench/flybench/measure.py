@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,16 @@ from .console import progress
 from .processes import Tunnel
 from .procfs import rss_kib
 from .target_servers import TargetServers
-from .wire import MB, SEED_DOWN, SEED_DUPLEX_DOWN, SEED_DUPLEX_UP, SEED_UP, KiB, pattern_hash
+from .wire import (
+    MB,
+    SEED_DOWN,
+    SEED_DUPLEX_DOWN,
+    SEED_DUPLEX_UP,
+    SEED_UP,
+    Endpoint,
+    KiB,
+    pattern_hash,
+)
 from .workloads import connects, download, duplex, idle_memory, parallel, round_trips, stats, upload
 
 __all__ = ["FULL", "QUICK", "Plan", "measure_all", "run"]
@@ -105,7 +114,7 @@ def _brief(name: str, r: dict[str, Any]) -> str:
 
 
 async def _size_for(
-    label: str, ports: dict[str, int], targets: TargetServers, plan: Plan
+    label: str, ports: Mapping[str, Endpoint], targets: TargetServers, plan: Plan
 ) -> tuple[int, float]:
     """A warm-up upload; pick N so one transfer takes about ``plan.seconds``."""
     probe = plan.min_mb * MB
@@ -127,7 +136,7 @@ async def measure_all(
     for tunnel in live:
         results[tunnel.label] = {}
 
-    def on(metric: str) -> list[tuple[str, dict[str, int], Tunnel | None]]:
+    def on(metric: str) -> list[tuple[str, Mapping[str, Endpoint], Tunnel | None]]:
         """direct, then every live column that runs ``metric``."""
         return [
             ("direct", targets.ports, None),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import ROOT
 from .procfs import cpu_seconds, listening_ports
-from .wire import HOST, TARGETS, close, connect
+from .wire import HOST, TARGETS, Endpoint, close, connect
 
 if TYPE_CHECKING:
     from .hops import Intermediaries
@@ -104,7 +104,7 @@ class Tunnel:
     via_child: Any = None  # the intermediaries.Child this column goes through
     server: subprocess.Popen[bytes] | None = None
     client: subprocess.Popen[bytes] | None = None
-    forwards: dict[str, int] = field(default_factory=dict)
+    forwards: dict[str, Endpoint] = field(default_factory=dict)  # how to reach each target
     skipped: str = ""
     exit_codes: dict[str, Any] = field(default_factory=dict)
 
@@ -147,11 +147,7 @@ class Tunnel:
         password = secrets.token_urlsafe(12)
         server_port, *local = free_ports(1 + len(TARGETS))
         window = ["-W", str(self.window)] if self.window else []
-        self.server = self._spawn(
-            [f"{HOST}:{server_port}", "-p", password, "-q", *window], self.server_log
-        )
-        if not await self._listening(self.server, [server_port], 20):
-            self.skipped = f"server did not start: {first_line(self.server_log)}"
+        if not await self._start_server(server_port, password, window):
             return False
         self.forwards = dict(zip(TARGETS, local, strict=True))
         rules = [
@@ -179,6 +175,16 @@ class Tunnel:
             self.client_log,
         )
         return await self._started(local)
+
+    async def _start_server(self, port: int, password: str, window: list[str]) -> bool:
+        """Start the flyway server on ``port``; False (``skipped`` says why) if it did not."""
+        self.server = self._spawn(
+            [f"{HOST}:{port}", "-p", password, "-q", *window], self.server_log
+        )
+        if not await self._listening(self.server, [port], 20):
+            self.skipped = f"server did not start: {first_line(self.server_log)}"
+            return False
+        return True
 
     async def _started(self, local: list[int]) -> bool:
         assert self.client is not None

@@ -14,6 +14,9 @@ from .relays import BARE_WS, BareRelay
 __all__ = ["evaluate_targets", "reference_lines"]
 
 TARGET_WS, TARGET_HTTP, TARGET_NGINX = "ws", "http", "http-nginx"
+TARGET_SOCKS5 = "socks5"  # -D over ws, against the ws column (-L) of the same run
+SOCKS5_CONNECT_EXTRA_US = 500
+SOCKS5_THROUGHPUT_MIN = 0.8  # "equal within noise": run-to-run spread of ws alone is ~±15 %
 
 
 def evaluate_targets(
@@ -98,6 +101,36 @@ def evaluate_targets(
     else:
         assert connect is not None
         add(target, connect["p50_us"] <= 1500, f"{connect['p50_us']:,.0f} µs")
+
+    # SOCKS5 (-D) against -L, both over ws in this run
+    for metric, word in (("connect", "connect + 1st byte"),):
+        mine, base = results.get(TARGET_SOCKS5, {}).get(metric), ws.get(metric)
+        target = f"SOCKS5 {word} p50 ≤ ws (-L) + {SOCKS5_CONNECT_EXTRA_US} µs"
+        if why := usable(mine) or usable(base):
+            verdict_na(target, why)
+        else:
+            assert mine is not None
+            assert base is not None
+            extra = mine["p50_us"] - base["p50_us"]
+            add(
+                target,
+                extra <= SOCKS5_CONNECT_EXTRA_US,
+                f"{mine['p50_us']:,.0f} µs, ws {base['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
+            )
+    for metric in ("upload", "download"):
+        mine, base = results.get(TARGET_SOCKS5, {}).get(metric), ws.get(metric)
+        target = f"SOCKS5 one-stream {metric} ≥ {SOCKS5_THROUGHPUT_MIN:.0%} of ws (-L)"
+        if why := usable(mine) or usable(base):
+            verdict_na(target, why)
+        else:
+            assert mine is not None
+            assert base is not None
+            ratio = mine["mbps"] / base["mbps"]
+            add(
+                target,
+                ratio >= SOCKS5_THROUGHPUT_MIN,
+                f"{ratio:.2f}\u00d7 ({mine['mbps']:,.0f} vs {base['mbps']:,.0f} MB/s)",
+            )
 
     # Every tunnel column
     for t in live:

@@ -12,11 +12,13 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 __all__ = [
     "BLOCK",
     "HEADER",
     "HOST",
+    "Endpoint",
     "KiB",
     "MB",
     "MiB",
@@ -25,9 +27,11 @@ __all__ = [
     "SEED_DUPLEX_UP",
     "SEED_UP",
     "TARGETS",
+    "ViaSocks5",
     "close",
     "connect",
     "next_tag",
+    "open_plain",
     "pattern",
     "pattern_hash",
 ]
@@ -82,11 +86,55 @@ def next_tag() -> int:
     return next(_tags)
 
 
-async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a connection to ``port`` on ``HOST`` with 4 MiB read and write buffers."""
-    reader, writer = await asyncio.open_connection(HOST, port, limit=4 * MiB)
+@dataclass(frozen=True, slots=True)
+class ViaSocks5:
+    """A target port on ``HOST`` reached through a SOCKS5 proxy on ``HOST`` (the ``-D`` port)."""
+
+    proxy: int
+    target: int
+
+
+# A column's way to a target: a forwarded local port (-L), or a target behind SOCKS5 (-D).
+Endpoint = int | ViaSocks5
+
+
+async def connect(endpoint: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection to ``endpoint`` with 4 MiB read and write buffers."""
+    reader, writer = await open_plain(endpoint, limit=4 * MiB)
     writer.transport.set_write_buffer_limits(high=4 * MiB)
     return reader, writer
+
+
+async def open_plain(
+    endpoint: Endpoint, limit: int = 1 << 16
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection to ``endpoint`` (through its SOCKS5 CONNECT, if it has one)."""
+    if isinstance(endpoint, int):
+        return await asyncio.open_connection(HOST, endpoint, limit=limit)
+    reader, writer = await asyncio.open_connection(HOST, endpoint.proxy, limit=limit)
+    try:
+        await _socks5_connect(reader, writer, endpoint.target)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _socks5_connect(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+) -> None:
+    """RFC 1928 as curl speaks it: greet (no auth), wait for the method, CONNECT, wait."""
+    writer.write(b"\x05\x01\x00")
+    if await reader.readexactly(2) != b"\x05\x00":
+        raise ConnectionError("SOCKS5: no-authentication method refused")
+    writer.write(b"\x05\x01\x00\x01" + bytes(map(int, HOST.split("."))) + port.to_bytes(2, "big"))
+    head = await reader.readexactly(4)
+    if head[1] != 0:
+        raise ConnectionError(f"SOCKS5 CONNECT failed: REP {head[1]:#04x}")
+    if head[3] == 3:
+        await reader.readexactly((await reader.readexactly(1))[0] + 2)
+    else:
+        await reader.readexactly({1: 4, 4: 16}.get(head[3], 4) + 2)  # BND.ADDR, BND.PORT
 
 
 async def close(writer: asyncio.StreamWriter) -> None:

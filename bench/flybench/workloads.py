@@ -11,22 +11,24 @@ import asyncio
 import hashlib
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .procfs import listen_overflows, rss_kib
 from .target_servers import TargetServers
 from .wire import (
     HEADER,
-    HOST,
     MB,
     SEED_DOWN,
     SEED_DUPLEX_DOWN,
     SEED_DUPLEX_UP,
     SEED_UP,
+    Endpoint,
     MiB,
     close,
     connect,
     next_tag,
+    open_plain,
     pattern,
     pattern_hash,
 )
@@ -44,7 +46,9 @@ __all__ = [
 ]
 
 
-async def upload(ports: dict[str, int], targets: TargetServers, nbytes: int) -> dict[str, Any]:
+async def upload(
+    ports: Mapping[str, Endpoint], targets: TargetServers, nbytes: int
+) -> dict[str, Any]:
     """Send N bytes to the sink, half-close, read its hash. Rate: until the sink saw EOF."""
     expected, tag = pattern_hash(nbytes, SEED_UP), next_tag()
     start = time.perf_counter()
@@ -82,7 +86,9 @@ async def _receive(reader: asyncio.StreamReader, nbytes: int) -> tuple[int, str,
     return got, digest.hexdigest(), time.perf_counter()
 
 
-async def download(ports: dict[str, int], targets: TargetServers, nbytes: int) -> dict[str, Any]:
+async def download(
+    ports: Mapping[str, Endpoint], targets: TargetServers, nbytes: int
+) -> dict[str, Any]:
     """Ask the source for N bytes, hash them, then read its 64-hex trailer and EOF."""
     expected = pattern_hash(nbytes, SEED_DOWN)
     start = time.perf_counter()
@@ -106,7 +112,9 @@ async def download(ports: dict[str, int], targets: TargetServers, nbytes: int) -
     }
 
 
-async def duplex(ports: dict[str, int], targets: TargetServers, nbytes: int) -> dict[str, Any]:
+async def duplex(
+    ports: Mapping[str, Endpoint], targets: TargetServers, nbytes: int
+) -> dict[str, Any]:
     """N bytes each way at once on one connection; both directions hash-verified."""
     up_expected, down_expected = (
         pattern_hash(nbytes, SEED_DUPLEX_UP),
@@ -153,7 +161,7 @@ async def duplex(ports: dict[str, int], targets: TargetServers, nbytes: int) -> 
     }
 
 
-async def round_trips(ports: dict[str, int], count: int, warmup: int) -> dict[str, Any]:
+async def round_trips(ports: Mapping[str, Endpoint], count: int, warmup: int) -> dict[str, Any]:
     """64-byte ping-pong over one connection to the echo target."""
     reader, writer = await connect(ports["echo"])
     body = os.urandom(56)
@@ -174,12 +182,12 @@ async def round_trips(ports: dict[str, int], count: int, warmup: int) -> dict[st
     return {**stats(samples), "raw_us": samples}
 
 
-async def connects(ports: dict[str, int], count: int, warmup: int) -> dict[str, Any]:
+async def connects(ports: Mapping[str, Endpoint], count: int, warmup: int) -> dict[str, Any]:
     """New connection, 1 byte out, its echo back; timed from connect() to the echo."""
     samples: list[float] = []
     for i in range(warmup + count):
         start = time.perf_counter_ns()
-        reader, writer = await asyncio.open_connection(HOST, ports["echo"])
+        reader, writer = await open_plain(ports["echo"])
         try:
             writer.write(b"\x5a")
             echoed = await reader.readexactly(1)
@@ -204,7 +212,7 @@ def stats(samples: list[float]) -> dict[str, Any]:
     }
 
 
-async def parallel(ports: dict[str, int], count: int, size: int) -> dict[str, Any]:
+async def parallel(ports: Mapping[str, Endpoint], count: int, size: int) -> dict[str, Any]:
     """``count`` connections at once, each echoing ``size`` random bytes (half-close, hashed)."""
     payloads = [os.urandom(size) for _ in range(count)]
 
@@ -256,7 +264,11 @@ async def parallel(ports: dict[str, int], count: int, size: int) -> dict[str, An
 
 
 async def idle_memory(
-    ports: dict[str, int], targets: TargetServers, server_pid: int, client_pid: int, count: int
+    ports: Mapping[str, Endpoint],
+    targets: TargetServers,
+    server_pid: int,
+    client_pid: int,
+    count: int,
 ) -> dict[str, Any]:
     """Server (and client) RSS before and with ``count`` idle forwarded connections."""
     await targets.wait_idle(lambda n: n == 0, 10)
@@ -272,7 +284,7 @@ async def idle_memory(
     writers: list[asyncio.StreamWriter] = []
 
     async def open_one() -> None:
-        _, writer = await asyncio.open_connection(HOST, ports["idle"])
+        _, writer = await open_plain(ports["idle"])
         writers.append(writer)
 
     # Batches of 50, each waited for at the target, so the count measures memory rather
