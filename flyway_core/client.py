@@ -17,7 +17,13 @@ from flyway_core.errors import (
     TunnelUnavailable,
 )
 from flyway_core.events import DialFailed, Event, SessionDown, SessionUp
-from flyway_core.protocol import Cipher, ClientConnection, CloseReason, derive_master_key
+from flyway_core.protocol import (
+    SUPPORTED_FEATURES,
+    Cipher,
+    ClientConnection,
+    CloseReason,
+    derive_master_key,
+)
 from flyway_core.session import Session
 from flyway_core.stats import Stats
 
@@ -132,6 +138,7 @@ class ClientTunnel:
             window=self.settings.window,
             cipher=self._cipher,
             idle_timeout=self.settings.idle_timeout,
+            features=SUPPORTED_FEATURES,
         )
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):

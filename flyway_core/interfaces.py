@@ -142,6 +142,9 @@ class Stream(Protocol):
 
     stream_id: int
     target: Address
+    bound: Address | None
+    """After ``accepted()``: the server's local address of its connection to the target
+    (what the target sees as its peer), or None when the server did not report it."""
 
     async def accepted(self) -> None:
         """Wait until the server reached the target; raise TargetError if it could not."""

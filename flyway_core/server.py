@@ -30,7 +30,13 @@ from flyway_core.events import (
 )
 from flyway_core.frontdoor_guard import ConnectionGuard
 from flyway_core.frontdoor_pages import REASONS, expect_continue, page, stamp_headers
-from flyway_core.protocol import CloseReason, ReplayCache, ServerConnection, derive_master_key
+from flyway_core.protocol import (
+    SUPPORTED_FEATURES,
+    CloseReason,
+    ReplayCache,
+    ServerConnection,
+    derive_master_key,
+)
 from flyway_core.rlimits import stream_budget
 from flyway_core.session import Session
 from flyway_core.stats import Stats
@@ -94,6 +100,7 @@ class FlywayServer:
             now=time.time(),
             window=self.settings.window,
             idle_timeout=self.settings.idle_timeout,
+            features=SUPPORTED_FEATURES,
         )
         try:
             events = connection.receive_data(hello, time.time())

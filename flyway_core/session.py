@@ -184,10 +184,14 @@ class Session:
         """Bytes of ``stream_id`` received and not yet acknowledged (at most one window)."""
         return self._conn.buffered(stream_id)
 
-    def accept_stream(self, stream: TunnelStream) -> None:
-        """Server side: tell the client its stream reached the target."""
+    def accept_stream(self, stream: TunnelStream, bound: Address | None = None) -> None:
+        """Server side: tell the client its stream reached the target.
+
+        ``bound`` (our local address toward the target) reaches the client when the
+        session uses ``Feature.BOUND_ADDRESS``.
+        """
         if not self._done and self._conn.has_stream(stream.stream_id):
-            self._conn.accept_stream(stream.stream_id)
+            self._conn.accept_stream(stream.stream_id, bound)
             self._wake.set()
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
@@ -329,9 +333,9 @@ class Session:
             case StreamReset(stream_id, reason, message):
                 if stream := self._streams.get(stream_id):
                     stream.feed_reset(reason, message)
-            case StreamAccepted(stream_id):
+            case StreamAccepted(stream_id, bound):
                 if stream := self._streams.get(stream_id):
-                    stream.feed_accept()
+                    stream.feed_accept(bound)
             case StreamOpened(stream_id, target, data):
                 self._opened(stream_id, target, data)
             case SessionStarted():

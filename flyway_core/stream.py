@@ -88,6 +88,7 @@ class TunnelStream:
         self.received = 0
         self.started = time.monotonic()
         self.error: str | None = None
+        self.bound: Address | None = None  # the server's local address toward the target
         self._inbox: deque[bytes] = deque()
         self._readable = asyncio.Event()
         self._eof = False
@@ -114,8 +115,9 @@ class TunnelStream:
             self._local.deliver_eof()
         self._readable.set()
 
-    def feed_accept(self) -> None:
+    def feed_accept(self, bound: Address | None = None) -> None:
         if not self._accepted.done():
+            self.bound = bound
             self._accepted.set_result(None)
 
     def feed_reset(self, reason: int, message: str) -> None:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from flyway_core.address import Address
 from flyway_core.errors import FlywayError, TargetError
 from flyway_core.events import Event, StreamUp
 from flyway_core.link import LocalLink
@@ -27,7 +28,6 @@ from flyway_core.policy import Policy
 from flyway_core.protocol import ResetReason
 
 if TYPE_CHECKING:
-    from flyway_core.address import Address
     from flyway_core.interfaces import Dialer
     from flyway_core.session import Session
     from flyway_core.stream import TunnelStream
@@ -85,7 +85,7 @@ class Upstream:
                     stream.error, reason = str(exc), ResetReason.INTERNAL
                 stream.reset(reason, str(exc))
                 return
-            session.accept_stream(stream)
+            session.accept_stream(stream, _bound(link))
             self._emit(StreamUp(session.id, stream.stream_id, stream.target, session.peer))
             await link.run(stream)
         except Exception as exc:  # a bug in one stream must not end the session (or others)
@@ -130,3 +130,13 @@ class Upstream:
                     raise
                 log.debug("%s at %s: %s; trying the next address", target, address, exc)
         return dialer
+
+
+def _bound(link: LocalLink) -> Address | None:
+    """Return the local address of the dialed connection (what the target sees), if known."""
+    sockname = None if link.transport is None else link.transport.get_extra_info("sockname")
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host, port = sockname[0], sockname[1]
+        if isinstance(host, str) and isinstance(port, int):
+            return Address(host, port)
+    return None

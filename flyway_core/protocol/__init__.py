@@ -20,6 +20,7 @@ from flyway_core.protocol.constants import (
     MAX_WINDOW,
     MIN_WINDOW,
     PROTOCOL_VERSION,
+    SUPPORTED_FEATURES,
     CloseReason,
     Feature,
     FrameType,
@@ -56,6 +57,7 @@ from flyway_core.protocol.events import (
 )
 from flyway_core.protocol.frames import (
     Accept,
+    AcceptBound,
     Close,
     Data,
     End,
@@ -78,6 +80,7 @@ __all__ = [
     "CLOCK_SKEW",
     "DEFAULT_WINDOW",
     "FRAME_FEATURES",
+    "SUPPORTED_FEATURES",
     "INITIAL_WINDOW",
     "MAX_DATA",
     "MAX_PLAINTEXT",
@@ -86,6 +89,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SALT_SIZE",
     "Accept",
+    "AcceptBound",
     "Address",
     "AddressType",
     "Cipher",

@@ -325,8 +325,13 @@ class Connection:
         """Open a stream to ``target`` carrying ``data``; return its id (client only)."""
         raise LocalProtocolError("only the client opens streams")
 
-    def accept_stream(self, stream_id: int) -> None:
-        """Tell the client its stream reached the target (server only)."""
+    def accept_stream(self, stream_id: int, bound: Address | None = None) -> None:
+        """Tell the client its stream reached the target (server only).
+
+        ``bound`` is our local address of the connection to the target. It goes out (as
+        AcceptBound) only in a session using ``Feature.BOUND_ADDRESS``, and only if the wire
+        can carry it (not a scoped IPv6 address); otherwise a plain Accept goes out.
+        """
         raise LocalProtocolError("only the server accepts streams")
 
     def send_data(self, stream_id: int, data: Bytes) -> None:

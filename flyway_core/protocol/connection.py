@@ -21,6 +21,7 @@ queues Welcome, reports SessionStarted, and handles whatever records followed th
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from flyway_core.protocol.address import Address
@@ -29,7 +30,7 @@ from flyway_core.protocol.constants import (
     DEFAULT_WINDOW,
     MAX_STREAM_ID,
     PROTOCOL_VERSION,
-    FrameType,
+    Feature,
 )
 from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer, session_keys
 from flyway_core.protocol.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
@@ -42,6 +43,7 @@ from flyway_core.protocol.events import (
 )
 from flyway_core.protocol.frames import (
     Accept,
+    AcceptBound,
     Frame,
     Hello,
     Open,
@@ -146,11 +148,12 @@ class ClientConnection(Connection):
                 events.append(CreditAvailable(stream.stream_id))
 
     def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
-        if not isinstance(frame, Accept):
+        if not isinstance(frame, Accept | AcceptBound):
             super()._handle_role(frame, events)
         elif stream := self._incoming(frame.stream_id, frame):
-            stream.receive(FrameType.ACCEPT)
-            events.append(StreamAccepted(frame.stream_id))
+            stream.receive(frame.frame_type)
+            bound = frame.bound if isinstance(frame, AcceptBound) else None
+            events.append(StreamAccepted(frame.stream_id, bound))
 
 
 class ServerConnection(Connection):
@@ -205,10 +208,14 @@ class ServerConnection(Connection):
         events: list[ConnectionEvent] = [SessionStarted(cipher, hello.window)]
         return events + super()._receive(b"", now)
 
-    def accept_stream(self, stream_id: int) -> None:
+    def accept_stream(self, stream_id: int, bound: Address | None = None) -> None:
         stream = self._stream(stream_id)
-        stream.send(FrameType.ACCEPT)
-        self._send(Accept(stream_id))
+        frame: Accept | AcceptBound = Accept(stream_id)
+        if bound is not None and Feature.BOUND_ADDRESS & self._shared:
+            with contextlib.suppress(LocalProtocolError):  # scoped IPv6: the wire cannot carry it
+                frame = AcceptBound(stream_id, bound)
+        stream.send(frame.frame_type)
+        self._send(frame)
 
     def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         if not isinstance(frame, Open):

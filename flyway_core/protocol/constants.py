@@ -18,6 +18,7 @@ __all__ = [
     "MIN_WINDOW",
     "PROTOCOL_VERSION",
     "FRAME_FEATURES",
+    "SUPPORTED_FEATURES",
     "CloseReason",
     "Feature",
     "FrameType",
@@ -50,6 +51,7 @@ class FrameType(IntEnum):
     PING = 0x09
     PONG = 0x0A
     CLOSE = 0x0B
+    ACCEPT_BOUND = 0x0C
 
 
 class Feature(IntFlag):
@@ -57,16 +59,21 @@ class Feature(IntFlag):
 
     A session uses a feature only when both ends advertised it, and each end sends a
     feature's frames only then (``FRAME_FEATURES``); bits an end does not know are
-    ignored, so a new feature needs no version bump. No feature is defined yet: the
-    first will be datagram flows (SOCKS5 UDP ASSOCIATE).
+    ignored, so a new feature needs no version bump. Datagram flows (SOCKS5 UDP
+    ASSOCIATE) are planned as the next bit.
     """
 
     NONE = 0
+    BOUND_ADDRESS = 1  # the server's Accept names its local address toward the target
+
+
+# Every feature this implementation speaks: what the core advertises in Hello and Welcome.
+SUPPORTED_FEATURES = Feature.BOUND_ADDRESS
 
 
 # Frames that belong to an optional feature: sent only when both ends advertised it, and
-# a protocol error when received otherwise. Every frame of version 1 is mandatory.
-FRAME_FEATURES: dict[int, Feature] = {}
+# a protocol error when received otherwise. Every other frame of version 1 is mandatory.
+FRAME_FEATURES: dict[int, Feature] = {FrameType.ACCEPT_BOUND: Feature.BOUND_ADDRESS}
 
 
 class ResetReason(IntEnum):

@@ -45,9 +45,14 @@ class StreamOpened:
 
 @dataclass(frozen=True, slots=True)
 class StreamAccepted:
-    """Client side: the server reached the stream's target."""
+    """Client side: the server reached the stream's target.
+
+    ``bound`` is the server's local address of its connection to the target, when the
+    session uses ``Feature.BOUND_ADDRESS`` and the server reported it; else None.
+    """
 
     stream_id: int
+    bound: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "Accept",
+    "AcceptBound",
     "Close",
     "Data",
     "End",
@@ -141,6 +142,20 @@ class Accept:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptBound:
+    """Accept, naming ``bound``: the server's local address of its connection to the target
+    (what the target sees as its peer). Sent only in sessions using ``Feature.BOUND_ADDRESS``."""
+
+    frame_type: ClassVar[FrameType] = FrameType.ACCEPT_BOUND
+    stream_id: int
+    bound: Address
+
+    def __post_init__(self) -> None:
+        _check_stream_id(self.stream_id)
+        encode_address(self.bound)  # raises LocalProtocolError if the wire cannot carry it
+
+
+@dataclass(frozen=True, slots=True)
 class Data:
     """Bytes of a stream, in order."""
 
@@ -226,7 +241,18 @@ class Close:
 
 
 Frame: TypeAlias = (
-    Hello | Welcome | Open | Accept | Data | End | Reset | Window | Ping | Pong | Close
+    Hello
+    | Welcome
+    | Open
+    | Accept
+    | AcceptBound
+    | Data
+    | End
+    | Reset
+    | Window
+    | Ping
+    | Pong
+    | Close
 )
 
 
@@ -241,6 +267,8 @@ def encode_frame(frame: Frame) -> bytes:
             return _HEADER.pack(FrameType.OPEN, stream_id) + encode_address(target) + data
         case Accept(stream_id) | End(stream_id):
             return _HEADER.pack(frame.frame_type, stream_id)
+        case AcceptBound(stream_id, bound):
+            return _HEADER.pack(FrameType.ACCEPT_BOUND, stream_id) + encode_address(bound)
         case Reset(stream_id, reason, message):
             return _HEADER.pack(FrameType.RESET, stream_id) + bytes([reason]) + message.encode()
         case Ping(payload) | Pong(payload):
@@ -332,6 +360,12 @@ def _decode_open(stream_id: int, payload: bytes) -> Open:
     return Open(stream_id, target, payload[size:])
 
 
+def _decode_accept_bound(stream_id: int, payload: bytes) -> AcceptBound:
+    bound, size = decode_address(payload)
+    _exact(payload[size:], 0, "ACCEPT_BOUND trailer")
+    return AcceptBound(stream_id, bound)
+
+
 def _decode_reset(stream_id: int, payload: bytes) -> Reset:
     return Reset(stream_id, *_reason_and_message(payload, ResetReason, "RESET"))
 
@@ -355,4 +389,5 @@ _DECODERS: dict[int, Callable[[int, bytes], Frame]] = {
     FrameType.PING: lambda _, payload: Ping(_exact(payload, 8, "PING")),
     FrameType.PONG: lambda _, payload: Pong(_exact(payload, 8, "PONG")),
     FrameType.CLOSE: _decode_close,
+    FrameType.ACCEPT_BOUND: _decode_accept_bound,
 }

@@ -6,7 +6,7 @@ Theory of operation
 A stream carries bytes both ways, and each direction (a "half") ends on its own, so a stream's
 state is a pair: the half we send on and the half we receive on. A half moves through::
 
-    PENDING --Accept--> OPEN --Data--> OPEN --End--> ENDED
+    PENDING --Accept (or AcceptBound)--> OPEN --Data--> OPEN --End--> ENDED
 
 Only the server-to-client half starts PENDING: the server Accepts (it reached the target)
 before it may send Data or End, and the client learns that its open succeeded when the Accept
@@ -54,6 +54,7 @@ PENDING, OPEN, ENDED = HalfState.PENDING, HalfState.OPEN, HalfState.ENDED
 
 _TRANSITIONS: dict[tuple[HalfState, FrameType], HalfState] = {
     (PENDING, FrameType.ACCEPT): OPEN,
+    (PENDING, FrameType.ACCEPT_BOUND): OPEN,  # Accept, naming the server's local address
     (OPEN, FrameType.DATA): OPEN,
     (OPEN, FrameType.END): ENDED,
 }

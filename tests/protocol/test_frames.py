@@ -11,6 +11,7 @@ from flyway_core.errors import LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol import (
     MAX_DATA,
     Accept,
+    AcceptBound,
     Close,
     CloseReason,
     Data,
@@ -51,6 +52,11 @@ GOLDEN: list[tuple[Frame, str]] = [
         "03000000050420010db80000000000000000000000011f90",
     ),
     (Accept(7), "0400000007"),
+    (AcceptBound(7, Address("192.0.2.9", 40000)), "0c0000000701c00002099c40"),
+    (
+        AcceptBound(9, Address("2001:db8::9", 443)),
+        "0c000000090420010db800000000000000000000000901bb",
+    ),
     (Data(1, b"abc"), "0500000001616263"),
     (Data(0xFFFFFFFF, b"\x00"), "05ffffffff00"),
     (End(1), "0600000001"),
@@ -111,6 +117,7 @@ frames = st.one_of(
     ),
     opens(),
     st.builds(Accept, stream_ids),
+    st.builds(AcceptBound, stream_ids, targets),
     st.builds(Data, stream_ids, st.binary(min_size=1, max_size=300)),
     st.builds(Data, stream_ids, st.just(b"x" * MAX_DATA)),
     st.builds(End, stream_ids),

@@ -29,6 +29,7 @@ from flyway_core.protocol import (
     PROTOCOL_VERSION,
     SALT_SIZE,
     Accept,
+    AcceptBound,
     Cipher,
     ClientConnection,
     Close,
@@ -74,7 +75,20 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-FRAME_CLASSES = (Hello, Welcome, Open, Accept, Data, End, Reset, Window, Ping, Pong, Close)
+FRAME_CLASSES = (
+    Hello,
+    Welcome,
+    Open,
+    Accept,
+    AcceptBound,
+    Data,
+    End,
+    Reset,
+    Window,
+    Ping,
+    Pong,
+    Close,
+)
 
 # --- seeds: a valid encoding of every frame type, address type, record stream, hello -------
 
@@ -85,6 +99,8 @@ FRAME_SEEDS: list[Frame] = [
     Open(3, Address("192.0.2.1", 80)),
     Open(5, Address("2001:db8::1", 8080), b"x"),
     Accept(1),
+    AcceptBound(1, Address("192.0.2.9", 40000)),
+    AcceptBound(3, Address("2001:db8::9", 40001)),
     Data(1, b"some stream bytes"),
     End(1),
     Reset(1, ResetReason.REFUSED, "connection refused"),
@@ -518,6 +534,7 @@ frames = st.one_of(
         Open, small_ids, st.sampled_from([Address("example.com", 80)]), st.binary(max_size=8)
     ),
     st.builds(Accept, small_ids),
+    st.builds(AcceptBound, small_ids, st.sampled_from([Address("192.0.2.9", 40000)])),
     st.builds(Data, small_ids, st.binary(min_size=1, max_size=64)),
     st.builds(End, small_ids),
     st.builds(Reset, small_ids, st.sampled_from(ResetReason)),

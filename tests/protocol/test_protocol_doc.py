@@ -9,6 +9,8 @@ import pytest
 
 from flyway_core.protocol import (
     DEFAULT_WINDOW,
+    AcceptBound,
+    Address,
     Cipher,
     ClientConnection,
     Hello,
@@ -75,3 +77,30 @@ def test_the_limits_table_matches_the_code(name: str) -> None:
 def test_every_reason_code_is_documented() -> None:
     for reason in (*constants.ResetReason, *constants.CloseReason):
         assert re.search(rf"^\| {reason.name} \| {reason.value} \|", DOC, re.MULTILINE), reason
+
+
+_FRAME_NAMES = {"ACCEPT_BOUND": "AcceptBound"}  # the doc names frames as the classes do
+
+
+def test_every_frame_type_is_in_the_frame_table() -> None:
+    for kind in constants.FrameType:
+        name = _FRAME_NAMES.get(kind.name, kind.name.title())
+        assert re.search(rf"^\| 0x{kind.value:02X} \| {name} \|", DOC, re.MULTILINE), kind
+
+
+def test_every_feature_bit_is_in_the_feature_table_with_its_frames() -> None:
+    for feature in constants.Feature:
+        if not feature:
+            continue
+        row = re.search(rf"^\| 0x{feature.value:08x} \| {feature.name}\b[^\n]*", DOC, re.MULTILINE)
+        assert row is not None, feature
+        for kind, needed in constants.FRAME_FEATURES.items():
+            if needed is feature:
+                assert f"(0x{kind:02X})" in row.group(0), (feature, kind)
+
+
+def test_the_accept_bound_example_matches_the_code() -> None:
+    frame = AcceptBound(7, Address("192.0.2.9", 40000))
+    shown = re.search(r"^AcceptBound\(stream 7, 192\.0\.2\.9:40000\)\s+([0-9a-f ]+)$", DOC, re.M)
+    assert shown is not None
+    assert shown.group(1).replace(" ", "") == encode_frame(frame).hex()

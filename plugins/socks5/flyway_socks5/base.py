@@ -85,11 +85,15 @@ class Client:
         self,
         target: Address,
         *,
-        success: Callable[[], bytes],
+        success: Callable[[Address | None], bytes],
         failure: Callable[[int, str], bytes],
         already_read: bytes = b"",
     ) -> None:
-        """Open a stream to ``target``; answer as the server's outcome says; relay on success."""
+        """Open a stream to ``target``; answer as the server's outcome says; relay on success.
+
+        ``success`` gets the server's local address toward the target (``stream.bound``),
+        or None when the server did not report it.
+        """
         try:
             async with self.tunnel.open_stream(target, origin=self.origin) as stream:
                 reason, message = await wait_accepted(stream)
@@ -97,7 +101,7 @@ class Client:
                     log.debug("%s -> %s: %s", self.origin, target, message)
                     await self.refuse(failure(reason, message))
                     return
-                self.writer.write(success())
+                self.writer.write(success(stream.bound))
                 self.handed_over = True
                 await stream.relay(
                     self.writer.transport,

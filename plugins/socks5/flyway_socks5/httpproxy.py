@@ -163,7 +163,7 @@ async def _tunnel(client: Client, conn: h11.Connection, request: h11.Request) ->
     trailing, _ = conn.trailing_data
     await client.connect(
         target,
-        success=lambda: b"HTTP/1.1 200 Connection established\r\n\r\n",
+        success=lambda _: b"HTTP/1.1 200 Connection established\r\n\r\n",
         failure=_failure,
         already_read=trailing,
     )

@@ -22,9 +22,19 @@ REJECTED = 0x5B
 MAX_FIELD = 255  # bytes of a user id or a name
 
 
-def reply(code: int) -> bytes:
-    """Return a SOCKS4 reply (VN 0, port and address unused)."""
-    return bytes([0, code, 0, 0, 0, 0, 0, 0])
+def reply(code: int, bound: Address | None = None) -> bytes:
+    """Return a SOCKS4 reply (VN 0), with ``bound`` as DSTPORT/DSTIP when it is IPv4.
+
+    ``bound`` is the server's local address toward the target; otherwise the port and
+    address are zeros (clients ignore them on CONNECT).
+    """
+    try:
+        ip = ipaddress.ip_address(bound.host) if bound is not None else None
+    except ValueError:
+        ip = None
+    if bound is None or not isinstance(ip, ipaddress.IPv4Address):
+        return bytes([0, code, 0, 0, 0, 0, 0, 0])
+    return bytes([0, code]) + bound.port.to_bytes(2, "big") + ip.packed
 
 
 async def serve(client: Client) -> None:
@@ -32,7 +42,9 @@ async def serve(client: Client) -> None:
     async with asyncio.timeout_at(client.deadline):
         target = await _handshake(client)
     await client.connect(
-        target, success=lambda: reply(GRANTED), failure=lambda reason, _: reply(REJECTED)
+        target,
+        success=lambda bound: reply(GRANTED, bound),
+        failure=lambda reason, _: reply(REJECTED),
     )
 
 

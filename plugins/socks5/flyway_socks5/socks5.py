@@ -52,9 +52,20 @@ REPLY_FOR: dict[int, Reply] = {
 }
 
 
-def reply(code: int) -> bytes:
-    """Return a reply with BND.ADDR 0.0.0.0:0 (the server does not report its bound address)."""
-    return bytes([VERSION, code, 0, IPV4, 0, 0, 0, 0, 0, 0])
+def reply(code: int, bound: Address | None = None) -> bytes:
+    """Return a reply carrying ``bound`` as BND.ADDR/BND.PORT (ATYP 1 or 4).
+
+    ``bound`` is the server's local address toward the target; without it (the server
+    did not report it, or it is no IP literal) the reply says 0.0.0.0:0.
+    """
+    try:
+        ip = ipaddress.ip_address(bound.host) if bound is not None else None
+    except ValueError:
+        ip = None
+    if bound is None or ip is None:
+        return bytes([VERSION, code, 0, IPV4, 0, 0, 0, 0, 0, 0])
+    kind = IPV4 if ip.version == 4 else IPV6
+    return bytes([VERSION, code, 0, kind]) + ip.packed + bound.port.to_bytes(2, "big")
 
 
 async def serve(client: Client) -> None:
@@ -63,7 +74,7 @@ async def serve(client: Client) -> None:
         target = await _handshake(client)
     await client.connect(
         target,
-        success=lambda: reply(Reply.SUCCEEDED),
+        success=lambda bound: reply(Reply.SUCCEEDED, bound),
         failure=lambda reason, _: reply(REPLY_FOR.get(reason, Reply.GENERAL_FAILURE)),
     )
 
