@@ -20,8 +20,7 @@ from flyway_core.cli import _pick_transport
 from flyway_core.events import SessionUp
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ClientConnection, derive_master_key
-from flyway_core.server import FlywayServer
-from flyway_core.testing import hashed_exchange, run_pair
+from flyway_core.testing import hashed_exchange, run_pair, serving
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Transport
@@ -32,23 +31,8 @@ async def flyway_server(
     transports: Callable[[Settings], dict[str, Transport]] | None = None,
 ) -> AsyncIterator[int]:
     """A flyway server (every installed transport, or ``transports(settings)``): its port."""
-    settings = Settings(password="pw")
-    plugins = Plugins(make_plugin_manager(blocked=["console"]))
-    server = FlywayServer(
-        Address("127.0.0.1", 0),
-        settings,
-        transports=transports(settings) if transports else plugins.transports(settings),
-        fallback=plugins.fallback(None, settings),
-        dialer_for=lambda target: plugins.dialer(target, settings),
-        emit=lambda event: None,
-    )
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(server.serve(started=bound.set_result))
-    try:
-        yield (await asyncio.wait_for(bound, 5)).port
-    finally:
-        task.cancel()
-        await asyncio.wait([task], timeout=5)
+    async with serving(Settings(password="pw"), [], transports=transports) as (_, address):
+        yield address.port
 
 
 def only_http(settings: Settings) -> dict[str, Transport]:

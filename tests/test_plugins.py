@@ -21,7 +21,7 @@ from flyway_core.memory import MemoryTransport
 from flyway_core.notfound import NotFoundFallback
 from flyway_core.plugins import FlywayPluginManager, Plugins, make_plugin_manager
 from flyway_core.protocol import ResetReason
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, serving
 
 
 class _Transport(Transport):
@@ -374,8 +374,6 @@ def test_hooks_are_called_through_pluggy_so_wrappers_see_them(
 async def test_transports_see_the_bound_port_before_they_serve(
     plugins: Plugins, settings: Settings
 ) -> None:
-    from flyway_core.server import FlywayServer
-
     seen: list[int] = []
 
     class PortReader(_Transport):
@@ -383,21 +381,9 @@ async def test_transports_see_the_bound_port_before_they_serve(
             seen.append(door.bound.port)  # type: ignore[attr-defined]
             return contextlib.nullcontext()
 
-    server = FlywayServer(
-        Address("127.0.0.1", 0),
-        settings,
-        transports={"udp-like": PortReader("udp-like")},
-        fallback=plugins.fallback(None, settings),
-        dialer_for=lambda target: plugins.dialer(target, settings),
-        emit=lambda event: None,
-    )
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(server.serve(started=bound.set_result))
-    try:
-        address = await asyncio.wait_for(bound, 5)
-    finally:
-        task.cancel()
-        await asyncio.wait([task], timeout=5)
+    transports = {"udp-like": PortReader("udp-like")}
+    async with serving(settings, [], transports=lambda _: transports) as (_, address):
+        pass
     assert seen == [address.port] and address.port != 0
 
 

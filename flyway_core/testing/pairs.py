@@ -14,6 +14,7 @@ from flyway_core.address import Address, ServerURL
 from flyway_core.client import ClientTunnel
 from flyway_core.events import Event
 from flyway_core.forward import ForwardListener
+from flyway_core.interfaces import Transport
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.server import FlywayServer
 from flyway_core.settings import Settings
@@ -109,14 +110,21 @@ def _recorder(into: list[Event], plugins: Plugins) -> Callable[[Event], None]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, events: list[Event], *, ssl_context: ssl.SSLContext | None = None
+    settings: Settings,
+    events: list[Event],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    transports: Callable[[Settings], dict[str, Transport]] | None = None,
 ) -> AsyncIterator[tuple[FlywayServer, Address]]:
-    """A flyway server with every installed transport on 127.0.0.1, and where it listens."""
+    """A flyway server on 127.0.0.1, and where it listens.
+
+    It serves every installed transport, or those ``transports(settings)`` returns.
+    """
     plugins = Plugins(make_plugin_manager(blocked=["console"]))
     server = FlywayServer(
         Address("127.0.0.1", 0),
         settings,
-        transports=plugins.transports(settings),
+        transports=transports(settings) if transports else plugins.transports(settings),
         fallback=plugins.fallback(None, settings),
         dialer_for=lambda target: plugins.dialer(target, settings),
         emit=_recorder(events, plugins),

@@ -28,11 +28,11 @@ from flyway_doctor.probes import BodyCheck, Findings, IdleCheck, StreamingCheck,
 from flyway_http_post import HttpPostTransport
 from flyway_http_post.envelope import EnvelopeKeys, Kind, PingInfo, Request
 
-from flyway_core import Address, Settings
+from flyway_core import Settings
 from flyway_core.cli import build_cli
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import derive_master_key
-from flyway_core.server import FlywayServer
+from flyway_core.testing import serving
 
 if TYPE_CHECKING:
     from intermediaries import NginxFactory
@@ -52,23 +52,8 @@ async def flyway_server(
     transports: Callable[[Settings], dict[str, Transport]] | None = None,
 ) -> AsyncIterator[int]:
     """A flyway server (every installed transport, or ``transports(settings)``): its port."""
-    settings = Settings(password="pw")
-    plugins = Plugins(make_plugin_manager(blocked=["console"]))
-    server = FlywayServer(
-        Address("127.0.0.1", 0),
-        settings,
-        transports=transports(settings) if transports else plugins.transports(settings),
-        fallback=plugins.fallback(None, settings),
-        dialer_for=lambda target: plugins.dialer(target, settings),
-        emit=lambda event: None,
-    )
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(server.serve(started=bound.set_result))
-    try:
-        yield (await asyncio.wait_for(bound, 5)).port
-    finally:
-        task.cancel()
-        await asyncio.wait([task], timeout=5)
+    async with serving(Settings(password="pw"), [], transports=transports) as (_, address):
+        yield address.port
 
 
 @contextlib.asynccontextmanager
