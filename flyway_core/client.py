@@ -100,8 +100,7 @@ class ClientTunnel:
             session, error = await self._connect()
             if session is None:
                 self._emit(DialFailed(str(self.server), error, backoff))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = await _pause(backoff)
                 continue
             await self._set_session(session)
             self._emit(
@@ -116,20 +115,16 @@ class ClientTunnel:
             if session.closed_by is CloseReason.BUSY:  # full: back off as after a failed dial
                 self._emit(SessionDown(session.id, str(self.server), session.error))
                 self._emit(DialFailed(str(self.server), session.error or "busy", backoff))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
             elif session.started.is_set():
                 self._emit(SessionDown(session.id, str(self.server), session.error))
-                if brief:  # up and gone at once, again and again: do not hammer the server
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-                else:
+                if not brief:  # a session that lasted: the next dial may come at once
                     backoff = BACKOFF_FIRST
+                    continue
+                # up and gone at once, again and again: do not hammer the server
             else:  # the carrier opened, but the server never answered the handshake
                 reason = str(TunnelRefused(str(self.server), session.error or ""))
                 self._emit(DialFailed(str(self.server), reason, backoff))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = await _pause(backoff)
 
     async def _connect(self) -> tuple[Session | None, str]:
         connection = ClientConnection(
@@ -158,3 +153,9 @@ class ClientTunnel:
         async with self._changed:
             self._session = session
             self._changed.notify_all()
+
+
+async def _pause(backoff: float) -> float:
+    """Wait ``backoff`` seconds; return the next, doubled up to ``BACKOFF_MAX``."""
+    await asyncio.sleep(backoff)
+    return min(backoff * 2, BACKOFF_MAX)

@@ -37,6 +37,15 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+async def _peak_rss(pid: int, before: int) -> int:
+    """The highest RSS of ``pid`` over 4 s of a firehose against a peer that never reads."""
+    peak = before
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        peak = max(peak, _rss(pid))
+    return peak
+
+
 @contextlib.asynccontextmanager
 async def _firehose() -> AsyncIterator[Address]:
     """A target that writes to every connection as fast as the kernel takes it."""
@@ -71,10 +80,7 @@ async def test_a_client_that_never_reads_cannot_grow_the_server() -> None:
                 for _ in range(STREAMS):
                     connection.open_stream(target)
                 await carrier.send(connection.data_to_send())
-                peak = before
-                for _ in range(40):  # 4 s of the firehose against a reader that never reads
-                    await asyncio.sleep(0.1)
-                    peak = max(peak, _rss(server.pid))
+                peak = await _peak_rss(server.pid, before)
             finally:
                 await carrier.close()
     print(f"server RSS growth: {(peak - before) >> 20} MiB")
@@ -105,10 +111,7 @@ async def test_an_http_client_that_never_polls_cannot_grow_the_server() -> None:
                 for _ in range(STREAMS):
                     connection.open_stream(target)
                 await carrier.send(connection.data_to_send())
-                peak = before
-                for _ in range(40):
-                    await asyncio.sleep(0.1)
-                    peak = max(peak, _rss(server.pid))
+                peak = await _peak_rss(server.pid, before)
             finally:
                 await carrier.close()
     print(f"server RSS growth: {(peak - before) >> 20} MiB")
@@ -166,10 +169,7 @@ async def test_a_client_facing_a_server_that_never_reads_stays_bounded() -> None
                         await writer.drain()
 
             pours = [asyncio.create_task(pour()) for _ in range(STREAMS)]
-            peak = before
-            for _ in range(40):
-                await asyncio.sleep(0.1)
-                peak = max(peak, _rss(client.pid))
+            peak = await _peak_rss(client.pid, before)
             for task in pours:
                 task.cancel()
     finally:
