@@ -50,6 +50,7 @@ from flyway_core.protocol.errors import LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
     ConnectionEvent,
     CreditAvailable,
+    DatagramReceived,
     DataReceived,
     PongReceived,
     SessionClosed,
@@ -59,6 +60,7 @@ from flyway_core.protocol.events import (
 from flyway_core.protocol.frames import (
     Close,
     Data,
+    Datagram,
     End,
     Frame,
     Ping,
@@ -107,6 +109,7 @@ class Connection:
         self._reader: RecordReader | None = None
         self._out: list[bytes] = []
         self._out_data = 0  # stream bytes among them (record overhead aside)
+        self._out_datagrams = 0  # datagram bytes among them
         self._streams: dict[int, StreamState] = {}
         self._highest_id = 0
         self._started = False
@@ -234,8 +237,14 @@ class Connection:
                     stream.receive(FrameType.DATA)
                     stream.take(len(data), self._window)
                     events.append(DataReceived(stream_id, data))
+            case Datagram(stream_id, address, data):
+                if stream := self._incoming(stream_id, frame):
+                    stream.receive(FrameType.DATAGRAM)
+                    events.append(DatagramReceived(stream_id, address, data))
             case Window(stream_id, increment):
                 if stream := self._incoming(stream_id, frame):
+                    if stream.flow:
+                        raise RemoteProtocolError(f"WINDOW on {stream.name}")
                     stream.grant(increment, self._peer_window)
                     events.append(CreditAvailable(stream_id))
             case End(stream_id):
@@ -288,13 +297,18 @@ class Connection:
             return b""
         data = b"".join(out)
         out.clear()
-        self._out_data = 0
+        self._out_data = self._out_datagrams = 0
         return data
 
     @property
     def queued_data(self) -> int:
         """Stream bytes queued for the carrier and not yet taken by ``data_to_send``."""
         return self._out_data
+
+    @property
+    def queued_datagrams(self) -> int:
+        """Datagram bytes queued for the carrier and not yet taken by ``data_to_send``."""
+        return self._out_datagrams
 
     def _send(self, frame: Frame) -> None:
         if self._writer is None:
@@ -348,6 +362,18 @@ class Connection:
         view = memoryview(data) if len(data) > MAX_DATA else data  # slices without copying
         for start in range(0, len(data), MAX_DATA):
             out.extend(writer.seal_parts(encode_data(stream_id, view[start : start + MAX_DATA])))
+
+    def send_datagram(self, stream_id: int, address: Address, data: Bytes) -> None:
+        """Queue one datagram on a flow: to ``address`` (client), or from it (server).
+
+        Datagrams take no credit: bounding them (dropping what is over a budget) is
+        the caller's business. LocalProtocolError if it is no open flow, or if
+        ``data`` is over ``max_datagram(address)``.
+        """
+        stream = self._stream(stream_id)
+        stream.send(FrameType.DATAGRAM)
+        self._send(Datagram(stream_id, address, bytes(data)))
+        self._out_datagrams += len(data)
 
     def end_stream(self, stream_id: int) -> None:
         """Queue End: we send nothing more on the stream, but may still receive."""

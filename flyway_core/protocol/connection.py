@@ -37,6 +37,7 @@ from flyway_core.protocol.errors import HandshakeRejected, LocalProtocolError, R
 from flyway_core.protocol.events import (
     ConnectionEvent,
     CreditAvailable,
+    FlowOpened,
     SessionStarted,
     StreamAccepted,
     StreamOpened,
@@ -47,6 +48,7 @@ from flyway_core.protocol.frames import (
     Frame,
     Hello,
     Open,
+    OpenFlow,
     Welcome,
     encode_frame,
 )
@@ -107,11 +109,15 @@ class ClientConnection(Connection):
         self._hello_queued = False
         return super().data_to_send()
 
-    def open_stream(self, target: Address, data: bytes = b"") -> int:
+    def _next_id(self) -> int:
         self._usable()
         stream_id = self._highest_id + 2 if self._highest_id else 1
         if stream_id > MAX_STREAM_ID:
             raise LocalProtocolError("stream ids are exhausted: start a new session")
+        return stream_id
+
+    def open_stream(self, target: Address, data: bytes = b"") -> int:
+        stream_id = self._next_id()
         frame = Open(stream_id, target, bytes(data))
         stream = StreamState(
             stream_id, sending=HalfState.OPEN, receiving=HalfState.PENDING, credit=self._peer_window
@@ -119,6 +125,22 @@ class ClientConnection(Connection):
         stream.spend(len(data))
         self._send(frame)
         self._streams[stream_id] = stream
+        self._highest_id = stream_id
+        return stream_id
+
+    def open_flow(self) -> int:
+        """Open a datagram flow; return its id. Datagrams may follow at once (no round trip).
+
+        Needs feature DATAGRAM_FLOWS, so it waits for the Welcome: LocalProtocolError
+        before it, or when the server does not speak it.
+        """
+        stream_id = self._next_id()
+        if not self._started:
+            raise LocalProtocolError("a flow waits for the Welcome (features are not known yet)")
+        self._send(OpenFlow(stream_id))  # LocalProtocolError: the server has no flows
+        self._streams[stream_id] = StreamState(
+            stream_id, sending=HalfState.OPEN, receiving=HalfState.PENDING, credit=0, flow=True
+        )
         self._highest_id = stream_id
         return stream_id
 
@@ -142,7 +164,7 @@ class ClientConnection(Connection):
         correction = credit - self._peer_window
         self._peer_window = credit
         events.append(SessionStarted(self._session_cipher, frame.window))
-        for stream in self._streams.values():
+        for stream in self._streams.values():  # only byte streams: flows open after this
             stream.credit += correction
             if correction:
                 events.append(CreditAvailable(stream.stream_id))
@@ -218,13 +240,19 @@ class ServerConnection(Connection):
         self._send(frame)
 
     def _handle_role(self, frame: Frame, events: list[ConnectionEvent]) -> None:
-        if not isinstance(frame, Open):
+        if not isinstance(frame, Open | OpenFlow):
             super()._handle_role(frame, events)
             return
         stream_id = frame.stream_id
         if stream_id % 2 == 0 or stream_id <= self._highest_id:
-            raise RemoteProtocolError(f"OPEN may not use stream id {stream_id}")
+            raise RemoteProtocolError(f"{frame.frame_type.name} may not use stream id {stream_id}")
         self._highest_id = stream_id
+        if isinstance(frame, OpenFlow):
+            self._streams[stream_id] = StreamState(
+                stream_id, sending=HalfState.PENDING, receiving=HalfState.OPEN, credit=0, flow=True
+            )
+            events.append(FlowOpened(stream_id))
+            return
         stream = StreamState(
             stream_id, sending=HalfState.PENDING, receiving=HalfState.OPEN, credit=self._peer_window
         )

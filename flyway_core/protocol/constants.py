@@ -52,6 +52,8 @@ class FrameType(IntEnum):
     PONG = 0x0A
     CLOSE = 0x0B
     ACCEPT_BOUND = 0x0C
+    OPEN_FLOW = 0x0D
+    DATAGRAM = 0x0E
 
 
 class Feature(IntFlag):
@@ -59,25 +61,29 @@ class Feature(IntFlag):
 
     A session uses a feature only when both ends advertised it, and each end sends a
     feature's frames only then (``FRAME_FEATURES``); bits an end does not know are
-    ignored, so a new feature needs no version bump. Datagram flows (SOCKS5 UDP
-    ASSOCIATE) are planned as the next bit.
+    ignored, so a new feature needs no version bump.
     """
 
     NONE = 0
     BOUND_ADDRESS = 1  # the server's Accept names its local address toward the target
+    DATAGRAM_FLOWS = 2  # flows of addressed datagrams beside the streams (SOCKS5 UDP)
 
 
 # Every feature this implementation speaks: what the core advertises in Hello and Welcome.
-SUPPORTED_FEATURES = Feature.BOUND_ADDRESS
+SUPPORTED_FEATURES = Feature.BOUND_ADDRESS | Feature.DATAGRAM_FLOWS
 
 
 # Frames that belong to an optional feature: sent only when both ends advertised it, and
 # a protocol error when received otherwise. Every other frame of version 1 is mandatory.
-FRAME_FEATURES: dict[int, Feature] = {FrameType.ACCEPT_BOUND: Feature.BOUND_ADDRESS}
+FRAME_FEATURES: dict[int, Feature] = {
+    FrameType.ACCEPT_BOUND: Feature.BOUND_ADDRESS,
+    FrameType.OPEN_FLOW: Feature.DATAGRAM_FLOWS,
+    FrameType.DATAGRAM: Feature.DATAGRAM_FLOWS,
+}
 
 
 class ResetReason(IntEnum):
-    """Why a stream was reset; the first five are a failed open's answer (SOCKS5 maps them)."""
+    """Why a stream was reset; 1-5 and 11 are a failed open's answer (SOCKS5 maps them)."""
 
     REFUSED = 1
     UNREACHABLE = 2
@@ -89,6 +95,7 @@ class ResetReason(IntEnum):
     PROTOCOL_ERROR = 8
     FLOW_CONTROL = 9
     BUSY = 10
+    NETWORK_UNREACHABLE = 11  # a failed open, as UNREACHABLE: no route to the network
 
     def describe(self) -> str:
         """Return a short human text, such as ``connection refused``."""
@@ -106,6 +113,7 @@ _RESET_TEXT = {
     ResetReason.PROTOCOL_ERROR: "protocol error",
     ResetReason.FLOW_CONTROL: "flow control violation",
     ResetReason.BUSY: "busy",
+    ResetReason.NETWORK_UNREACHABLE: "network unreachable",
 }
 
 

@@ -17,12 +17,27 @@ reordered, cannot share a counter, so each is sealed under a key of its own inst
     packet     = packet salt (16 random bytes) || AES-256-GCM(packet key, nonce=0, plaintext, ad)
 
 (``PacketSealer``). A key is used for one packet only, so the fixed nonce is never reused.
+
+A carrier of many datagrams per session (KCP) cannot afford an HKDF per packet, and its
+datagrams must not open in the other direction. It derives per-session, per-direction keys
+once, from the master key and the session's handshake salt, and numbers its datagrams::
+
+    session id = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" id", 8)
+    c2s        = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" c2s", 32)
+    s2c        = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" s2c", 32)
+    datagram   = session id || u64 counter || AES-256-GCM(key, nonce=u32 0 || u64 counter,
+                                                         plaintext, ad=session id)
+
+(``DatagramKeys``, ``DatagramSealer``, ``DatagramOpener``). The counter starts at 0 and goes up
+by one per datagram, so a nonce is never used twice under one key; the opener refuses a counter
+it has already accepted or one too far behind the newest (``ReplayWindow``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
@@ -43,9 +58,16 @@ __all__ = [
     "SALT_SIZE",
     "TAG_SIZE",
     "Bytes",
+    "DATAGRAM_HEADER",
+    "DATAGRAM_OVERHEAD",
+    "SESSION_ID_SIZE",
     "Cipher",
+    "DatagramKeys",
+    "DatagramOpener",
+    "DatagramSealer",
     "Opener",
     "PacketSealer",
+    "ReplayWindow",
     "Sealer",
     "derive_master_key",
     "session_keys",
@@ -60,6 +82,10 @@ MAX_OPERATIONS = 2**64  # AEAD operations per key; the nonce counter never reach
 PACKET_SALT_SIZE = 16
 PACKET_OVERHEAD = PACKET_SALT_SIZE + TAG_SIZE  # what PacketSealer.seal adds to a plaintext
 _ZERO_NONCE = bytes(NONCE_SIZE)
+SESSION_ID_SIZE = 8
+DATAGRAM_HEADER = SESSION_ID_SIZE + 8  # session id, counter
+DATAGRAM_OVERHEAD = DATAGRAM_HEADER + TAG_SIZE  # what DatagramSealer.seal adds to a plaintext
+REPLAY_WINDOW = 4096  # datagrams behind the newest that may still arrive (reordering)
 
 _SCRYPT_N = 2**15
 _SCRYPT_R = 8
@@ -207,3 +233,132 @@ class PacketSealer:
             )
         except InvalidTag:
             raise RemoteProtocolError("packet authentication failed") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramKeys:
+    """One datagram session's id and keys, derived once from the master key and its salt."""
+
+    session_id: bytes
+    client_to_server: bytes
+    server_to_client: bytes
+
+    @classmethod
+    def derive(cls, master: bytes, salt: bytes, label: bytes) -> DatagramKeys:
+        """Derive the keys of the session whose handshake carried ``salt`` (module docstring)."""
+        if len(master) != KEY_SIZE:
+            raise LocalProtocolError(f"master key must be {KEY_SIZE} bytes, not {len(master)}")
+        info = b"flyway/v1 " + label
+        session_id = HKDF(
+            algorithm=hashes.SHA256(), length=SESSION_ID_SIZE, salt=salt, info=info + b" id"
+        ).derive(master)
+        return cls(
+            session_id, _hkdf(master, salt, info + b" c2s"), _hkdf(master, salt, info + b" s2c")
+        )
+
+    def sealer(self, *, client: bool) -> DatagramSealer:
+        """The sealer for what this end sends (``client``: the client's end)."""
+        return DatagramSealer(
+            self.client_to_server if client else self.server_to_client, self.session_id
+        )
+
+    def opener(self, *, client: bool) -> DatagramOpener:
+        """The opener for what this end receives (``client``: the client's end)."""
+        return DatagramOpener(
+            self.server_to_client if client else self.client_to_server, self.session_id
+        )
+
+
+class ReplayWindow:
+    """Which counters were accepted: the newest, and a bitmap of the ``size`` before it.
+
+    A counter is fresh if it is newer than any accepted, or within ``size`` behind the newest
+    and not yet accepted (RFC 4303's anti-replay window). Memory is fixed by ``size``.
+    """
+
+    __slots__ = ("_bits", "_mask", "_top", "size")
+
+    def __init__(self, size: int = REPLAY_WINDOW) -> None:
+        if size <= 0:
+            raise ValueError("replay window size must be positive")
+        self.size = size
+        self._mask = (1 << size) - 1
+        self._top = -1  # the newest accepted counter
+        self._bits = 0  # bit i: counter top - i was accepted
+
+    def fresh(self, counter: int) -> bool:
+        """Return True if ``counter`` was not accepted and is not too old to tell."""
+        behind = self._top - counter
+        if behind < 0:
+            return True
+        return behind < self.size and not (self._bits >> behind) & 1
+
+    def accept(self, counter: int) -> None:
+        """Remember ``counter`` as accepted (call only after it authenticated)."""
+        behind = self._top - counter
+        if behind < 0:
+            self._bits = ((self._bits << -behind) | 1) & self._mask
+            self._top = counter
+        elif behind < self.size:
+            self._bits |= 1 << behind
+
+
+class DatagramSealer:
+    """Seal one direction's datagrams: session id, counter, AES-256-GCM under the counter nonce."""
+
+    __slots__ = ("_aead", "_counter", "_session_id")
+
+    def __init__(self, key: bytes, session_id: bytes, *, counter: int = 0) -> None:
+        self._aead = _aead(key, Cipher.AES_256_GCM)
+        self._session_id = session_id
+        self._counter = counter
+
+    @property
+    def counter(self) -> int:
+        """How many datagrams this direction has sealed."""
+        return self._counter
+
+    def seal(self, plaintext: Bytes) -> bytes:
+        """Return ``session id || counter || ciphertext || tag`` (``DATAGRAM_OVERHEAD`` more)."""
+        counter = self._counter
+        if counter >= MAX_OPERATIONS:
+            raise LocalProtocolError("datagram counter exhausted: start a new session")
+        self._counter = counter + 1
+        number = counter.to_bytes(8, "big")
+        return (
+            self._session_id
+            + number
+            + self._aead.encrypt(b"\0\0\0\0" + number, plaintext, self._session_id)
+        )
+
+
+class DatagramOpener:
+    """Open the peer's datagrams once each, in any order; refuse replays and forgeries."""
+
+    __slots__ = ("_aead", "_session_id", "window")
+
+    def __init__(self, key: bytes, session_id: bytes, *, window: int = REPLAY_WINDOW) -> None:
+        self._aead = _aead(key, Cipher.AES_256_GCM)
+        self._session_id = session_id
+        self.window = ReplayWindow(window)
+
+    def open(self, datagram: Bytes) -> bytes:
+        """Return the plaintext; RemoteProtocolError if forged, replayed, too old or too short.
+
+        The session id at the start is the caller's to match (it picks the opener by it).
+        """
+        if len(datagram) < DATAGRAM_OVERHEAD:
+            raise RemoteProtocolError(f"datagram of {len(datagram)} bytes is shorter than its seal")
+        view = memoryview(datagram)
+        number = bytes(view[SESSION_ID_SIZE:DATAGRAM_HEADER])
+        counter = int.from_bytes(number, "big")
+        if not self.window.fresh(counter):
+            raise RemoteProtocolError("replayed or too old datagram")
+        try:
+            plaintext = self._aead.decrypt(
+                b"\0\0\0\0" + number, view[DATAGRAM_HEADER:], self._session_id
+            )
+        except InvalidTag:
+            raise RemoteProtocolError("datagram authentication failed") from None
+        self.window.accept(counter)
+        return plaintext

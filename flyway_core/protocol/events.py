@@ -12,7 +12,9 @@ from flyway_core.protocol.crypto import Cipher
 __all__ = [
     "CreditAvailable",
     "DataReceived",
+    "DatagramReceived",
     "ConnectionEvent",
+    "FlowOpened",
     "PongReceived",
     "SessionClosed",
     "SessionStarted",
@@ -40,6 +42,23 @@ class StreamOpened:
 
     stream_id: int
     target: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOpened:
+    """Server side: the client opened datagram flow ``stream_id`` (feature DATAGRAM_FLOWS)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    """One datagram of a flow: its destination (from the client) or its source (from the
+    server), and its bytes. Datagrams take no flow-control credit: nothing to acknowledge."""
+
+    stream_id: int
+    address: Address
     data: bytes
 
 
@@ -104,8 +123,10 @@ class SessionClosed:
 ConnectionEvent: TypeAlias = (
     SessionStarted
     | StreamOpened
+    | FlowOpened
     | StreamAccepted
     | DataReceived
+    | DatagramReceived
     | StreamEnded
     | StreamReset
     | CreditAvailable

@@ -31,10 +31,12 @@ __all__ = [
     "AcceptBound",
     "Close",
     "Data",
+    "Datagram",
     "End",
     "Frame",
     "Hello",
     "Open",
+    "OpenFlow",
     "Ping",
     "Pong",
     "Reset",
@@ -43,6 +45,7 @@ __all__ = [
     "decode_frame",
     "encode_data",
     "encode_frame",
+    "max_datagram",
     "max_open_data",
     "truncate_message",
 ]
@@ -128,6 +131,40 @@ class Open:
         _check_stream_id(self.stream_id)
         limit = max_open_data(self.target)
         _require(len(self.data) <= limit, f"initial data over {limit} bytes for {self.target}")
+
+
+def max_datagram(address: Address) -> int:
+    """Return the largest datagram payload a Datagram frame addressed ``address`` carries."""
+    return MAX_DATA - address_size(address)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFlow:
+    """Open flow ``stream_id``: a stream of addressed datagrams (feature DATAGRAM_FLOWS)."""
+
+    frame_type: ClassVar[FrameType] = FrameType.OPEN_FLOW
+    stream_id: int
+
+    def __post_init__(self) -> None:
+        _check_stream_id(self.stream_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One datagram of a flow: to ``address`` from the client, from ``address`` from the server.
+
+    ``data`` may be empty (UDP allows it); it is never split or joined with another.
+    """
+
+    frame_type: ClassVar[FrameType] = FrameType.DATAGRAM
+    stream_id: int
+    address: Address
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_stream_id(self.stream_id)
+        limit = max_datagram(self.address)
+        _require(len(self.data) <= limit, f"datagram over {limit} bytes for {self.address}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +290,8 @@ Frame: TypeAlias = (
     | Ping
     | Pong
     | Close
+    | OpenFlow
+    | Datagram
 )
 
 
@@ -265,8 +304,10 @@ def encode_frame(frame: Frame) -> bytes:
             return _HEADER.pack(FrameType.WINDOW, stream_id) + _U32.pack(increment)
         case Open(stream_id, target, data):
             return _HEADER.pack(FrameType.OPEN, stream_id) + encode_address(target) + data
-        case Accept(stream_id) | End(stream_id):
+        case Accept(stream_id) | End(stream_id) | OpenFlow(stream_id):
             return _HEADER.pack(frame.frame_type, stream_id)
+        case Datagram(stream_id, address, data):
+            return _HEADER.pack(FrameType.DATAGRAM, stream_id) + encode_address(address) + data
         case AcceptBound(stream_id, bound):
             return _HEADER.pack(FrameType.ACCEPT_BOUND, stream_id) + encode_address(bound)
         case Reset(stream_id, reason, message):
@@ -366,6 +407,11 @@ def _decode_accept_bound(stream_id: int, payload: bytes) -> AcceptBound:
     return AcceptBound(stream_id, bound)
 
 
+def _decode_datagram(stream_id: int, payload: bytes) -> Datagram:
+    address, size = decode_address(payload)
+    return Datagram(stream_id, address, payload[size:])
+
+
 def _decode_reset(stream_id: int, payload: bytes) -> Reset:
     return Reset(stream_id, *_reason_and_message(payload, ResetReason, "RESET"))
 
@@ -390,4 +436,6 @@ _DECODERS: dict[int, Callable[[int, bytes], Frame]] = {
     FrameType.PONG: lambda _, payload: Pong(_exact(payload, 8, "PONG")),
     FrameType.CLOSE: _decode_close,
     FrameType.ACCEPT_BOUND: _decode_accept_bound,
+    FrameType.OPEN_FLOW: lambda sid, payload: OpenFlow(_empty(sid, payload, "OPEN_FLOW")),
+    FrameType.DATAGRAM: _decode_datagram,
 }

@@ -56,6 +56,7 @@ _TRANSITIONS: dict[tuple[HalfState, FrameType], HalfState] = {
     (PENDING, FrameType.ACCEPT): OPEN,
     (PENDING, FrameType.ACCEPT_BOUND): OPEN,  # Accept, naming the server's local address
     (OPEN, FrameType.DATA): OPEN,
+    (OPEN, FrameType.DATAGRAM): OPEN,  # flows only (``StreamState.flow``)
     (OPEN, FrameType.END): ENDED,
 }
 
@@ -63,12 +64,27 @@ _TRANSITIONS: dict[tuple[HalfState, FrameType], HalfState] = {
 class StreamState:
     """One stream's two halves and its flow-control counters (mutable, owned by a connection)."""
 
-    __slots__ = ("buffered", "credit", "receiving", "sending", "stream_id", "unannounced")
+    __slots__ = (
+        "buffered",
+        "credit",
+        "flow",
+        "receiving",
+        "sending",
+        "stream_id",
+        "unannounced",
+    )
 
     def __init__(
-        self, stream_id: int, *, sending: HalfState, receiving: HalfState, credit: int
+        self,
+        stream_id: int,
+        *,
+        sending: HalfState,
+        receiving: HalfState,
+        credit: int,
+        flow: bool = False,
     ) -> None:
         self.stream_id = stream_id
+        self.flow = flow  # a datagram flow: Datagram frames, never Data or Window
         self.sending = sending
         self.receiving = receiving
         self.credit = credit  # bytes we may still send
@@ -86,27 +102,36 @@ class StreamState:
         """True when both halves have ended: the stream can be forgotten."""
         return self.sending is ENDED and self.receiving is ENDED
 
+    @property
+    def name(self) -> str:
+        """``stream 5`` or ``flow 5``, for messages."""
+        return f"{'flow' if self.flow else 'stream'} {self.stream_id}"
+
     def can_send(self, frame_type: FrameType) -> bool:
         """Whether our half may send a frame of ``frame_type`` now."""
-        return (self.sending, frame_type) in _TRANSITIONS
+        return (self.sending, frame_type) in _TRANSITIONS and self._carries(frame_type)
+
+    def _carries(self, frame_type: FrameType) -> bool:
+        """Data and Window belong to byte streams, Datagram to flows; the rest to both."""
+        if frame_type is FrameType.DATAGRAM:
+            return self.flow
+        return not (self.flow and frame_type in (FrameType.DATA, FrameType.WINDOW))
 
     def send(self, frame_type: FrameType) -> None:
         """Move our half as sending ``frame_type`` does, or raise LocalProtocolError."""
         state = _TRANSITIONS.get((self.sending, frame_type))
-        if state is None:
+        if state is None or not self._carries(frame_type):
             raise LocalProtocolError(
-                f"cannot send {frame_type.name} on stream {self.stream_id}:"
-                f" our side is {self.sending.value}"
+                f"cannot send {frame_type.name} on {self.name}: our side is {self.sending.value}"
             )
         self.sending = state
 
     def receive(self, frame_type: FrameType) -> None:
         """Move the peer's half as receiving ``frame_type`` does, or raise RemoteProtocolError."""
         state = _TRANSITIONS.get((self.receiving, frame_type))
-        if state is None:
+        if state is None or not self._carries(frame_type):
             raise RemoteProtocolError(
-                f"peer sent {frame_type.name} on stream {self.stream_id}:"
-                f" its side is {self.receiving.value}"
+                f"peer sent {frame_type.name} on {self.name}: its side is {self.receiving.value}"
             )
         self.receiving = state
 

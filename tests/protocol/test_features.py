@@ -95,8 +95,16 @@ def _opened(**features: int) -> tuple[TunnelPair, int]:
 
 def test_bound_address_is_the_first_feature_bit_and_its_frame_is_accept_bound() -> None:
     assert Feature.BOUND_ADDRESS == 1
-    assert FRAME_FEATURES == {FrameType.ACCEPT_BOUND: Feature.BOUND_ADDRESS}
+    assert FRAME_FEATURES[FrameType.ACCEPT_BOUND] == Feature.BOUND_ADDRESS
     assert SUPPORTED_FEATURES & Feature.BOUND_ADDRESS
+
+
+def test_datagram_flows_are_the_second_feature_bit_with_two_frames() -> None:
+    assert Feature.DATAGRAM_FLOWS == 2
+    assert {FrameType.OPEN_FLOW, FrameType.DATAGRAM} == {
+        frame for frame, feature in FRAME_FEATURES.items() if feature == Feature.DATAGRAM_FLOWS
+    }
+    assert SUPPORTED_FEATURES & Feature.DATAGRAM_FLOWS
 
 
 @pytest.mark.parametrize("bound", [BOUND, Address("2001:db8::9", 443)])

@@ -37,12 +37,14 @@ from flyway_core.protocol import (
     Connection,
     ConnectionEvent,
     Data,
+    Datagram,
     End,
     Frame,
     FrameType,
     HandshakeRejected,
     Hello,
     Open,
+    OpenFlow,
     Opener,
     PacketSealer,
     Ping,
@@ -88,6 +90,8 @@ FRAME_CLASSES = (
     Ping,
     Pong,
     Close,
+    OpenFlow,
+    Datagram,
 )
 
 # --- seeds: a valid encoding of every frame type, address type, record stream, hello -------
@@ -108,6 +112,9 @@ FRAME_SEEDS: list[Frame] = [
     Ping(bytes(range(8))),
     Pong(bytes(range(8))),
     Close(CloseReason.PROTOCOL_ERROR, "bye"),
+    OpenFlow(7),
+    Datagram(7, Address("dns.example", 53), b"\x12\x34 a query"),
+    Datagram(7, Address("2001:db8::53", 53), b""),
 ]
 FRAME_ENCODINGS = [encode_frame(frame) for frame in FRAME_SEEDS]
 
@@ -201,9 +208,10 @@ def _decoded(plaintext: bytes) -> Frame | None:
         return None
     event(f"decoded {type(frame).__name__}")
     assert isinstance(frame, FRAME_CLASSES)
-    if isinstance(frame, Open) and plaintext[FRAME_HEADER_SIZE] == AddressType.DOMAIN:
+    if isinstance(frame, Open | Datagram) and plaintext[FRAME_HEADER_SIZE] == AddressType.DOMAIN:
+        host = frame.target.host if isinstance(frame, Open) else frame.address.host
         try:  # a domain-typed name spelling an IP literal re-encodes as that IP: not canonical
-            ipaddress.ip_address(frame.target.host)
+            ipaddress.ip_address(host)
         except ValueError:
             pass
         else:

@@ -79,7 +79,7 @@ def test_every_reason_code_is_documented() -> None:
         assert re.search(rf"^\| {reason.name} \| {reason.value} \|", DOC, re.MULTILINE), reason
 
 
-_FRAME_NAMES = {"ACCEPT_BOUND": "AcceptBound"}  # the doc names frames as the classes do
+_FRAME_NAMES = {"ACCEPT_BOUND": "AcceptBound", "OPEN_FLOW": "OpenFlow"}  # as the classes do
 
 
 def test_every_frame_type_is_in_the_frame_table() -> None:
