@@ -1,0 +1,74 @@
+"""The client's end: a connected UDP socket, the hello said until the server answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+from flyway_core import DialError, ServerURL, describe_error
+from flyway_core.protocol.crypto import SESSION_ID_SIZE, derive_master_key
+from flyway_core.protocol.errors import RemoteProtocolError
+from flyway_kcp.carrier import KcpCarrier
+from flyway_kcp.config import KcpConfig
+from flyway_kcp.handshake import conv_of, keys_for, seal_hello
+from flyway_kcp.output import DatagramOutput
+from flyway_kcp.udp import BatchReader, udp_socket
+
+__all__ = ["HELLO_RETRY", "dial"]
+
+HELLO_RETRY = (0.2, 0.4, 0.8, 1.6, 2.0)  # seconds between hellos; the last repeats
+HELLO_TIMEOUT = 10.0  # seconds without an answer before the dial fails
+
+
+async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig) -> KcpCarrier:
+    """Open a conversation with ``server``; DialError if it does not answer in time."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, where = infos[0]
+        sock = udp_socket(family, connect=(str(where[0]), int(where[1])))
+    except OSError as exc:
+        raise DialError(f"cannot reach {server}: {describe_error(exc).lower()}") from None
+    master = derive_master_key(password)
+    keys = keys_for(master, hello)
+    session_id = keys.session_id
+    output = DatagramOutput(sock, keys.sealer(client=True), None)
+    reader: BatchReader | None = None
+
+    def closed() -> None:
+        if reader is not None:
+            reader.close()
+        sock.close()
+
+    carrier = KcpCarrier(conv_of(keys), config, output, keys.opener(client=True), on_close=closed)
+
+    def on_datagram(data: bytes, address: tuple[str, int]) -> None:
+        if data[:SESSION_ID_SIZE] != session_id:
+            return
+        try:
+            segments = carrier.opener.open(data)
+        except RemoteProtocolError:
+            return
+        carrier.datagram_in(segments)
+
+    reader = BatchReader(sock, on_datagram, carrier.batch_done)
+    first = seal_hello(master, hello)
+    try:
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            for attempt in range(1 << 30):
+                with contextlib.suppress(OSError):  # refused (ICMP) or full: try again later
+                    sock.send(first)
+                pause = HELLO_RETRY[min(attempt, len(HELLO_RETRY) - 1)]
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await carrier.heard.wait()
+                if carrier.heard.is_set():
+                    return carrier
+    except TimeoutError:
+        carrier.shutdown()
+        raise DialError(f"no answer from {server.host}:{server.port} over UDP") from None
+    except BaseException:
+        carrier.shutdown()
+        raise
+    raise AssertionError("unreachable")

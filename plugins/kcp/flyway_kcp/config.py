@@ -1,0 +1,58 @@
+"""The KCP knobs: kcptun's ``--kcp-mode`` presets, the MTU and the windows, from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flyway_core import ConfigError, Settings
+
+__all__ = ["DEFAULT_MODE", "DEFAULT_MTU", "DEFAULT_RCVWND", "DEFAULT_SNDWND", "MODES", "KcpConfig"]
+
+# kcptun's presets: (nodelay, interval ms, fast resend, no congestion window).
+MODES: dict[str, tuple[int, int, int, int]] = {
+    "normal": (0, 40, 2, 1),
+    "fast": (0, 30, 2, 1),
+    "fast2": (1, 20, 2, 1),
+    "fast3": (1, 10, 2, 1),
+}
+DEFAULT_MODE = "fast3"  # measured on the lossy link (README): the shortest clock wins
+DEFAULT_MTU = 1350  # bytes per UDP payload, seal included (kcptun's default)
+DEFAULT_SNDWND = 1024  # segments in flight; chosen on the lossy link (README)
+DEFAULT_RCVWND = 1024
+MIN_MTU = 256
+MAX_MTU = 9000
+MAX_WINDOW = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class KcpConfig:
+    """How one end runs its KCP conversations."""
+
+    mode: str = DEFAULT_MODE
+    mtu: int = DEFAULT_MTU
+    sndwnd: int = DEFAULT_SNDWND
+    rcvwnd: int = DEFAULT_RCVWND
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--kcp-mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(f"--kcp-mtu {self.mtu} is outside {MIN_MTU}-{MAX_MTU}")
+        for name, value in (("sndwnd", self.sndwnd), ("rcvwnd", self.rcvwnd)):
+            if not 16 <= value <= MAX_WINDOW:
+                raise ConfigError(f"--kcp-{name} {value} is outside 16-{MAX_WINDOW}")
+
+    @property
+    def nodelay(self) -> tuple[int, int, int, int]:
+        """The preset's ``(nodelay, interval, resend, nc)`` for ``ikcp_nodelay``."""
+        return MODES[self.mode]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KcpConfig:
+        """Read ``--kcp-mode``, ``--kcp-mtu``, ``--kcp-sndwnd`` and ``--kcp-rcvwnd``."""
+        return cls(
+            mode=settings.option("kcp_mode", DEFAULT_MODE),
+            mtu=settings.option("kcp_mtu", DEFAULT_MTU),
+            sndwnd=settings.option("kcp_sndwnd", DEFAULT_SNDWND),
+            rcvwnd=settings.option("kcp_rcvwnd", DEFAULT_RCVWND),
+        )

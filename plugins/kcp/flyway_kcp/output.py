@@ -1,0 +1,43 @@
+"""Where a conversation's segments go: sealed, one datagram each, to the peer's address."""
+
+from __future__ import annotations
+
+import socket
+
+from flyway_core.protocol.crypto import DatagramSealer
+
+__all__ = ["DatagramOutput"]
+
+
+class DatagramOutput:
+    """The callable ikcp hands each outgoing datagram to; seals it and sends it, never raises.
+
+    ``address`` is None on a connected socket (the client); on the server it is the client's
+    latest authenticated address, so a client whose NAT mapping changed is followed there.
+    """
+
+    __slots__ = ("_sealer", "_sock", "address", "bytes_sent", "dropped", "sent")
+
+    def __init__(
+        self, sock: socket.socket, sealer: DatagramSealer, address: tuple[str, int] | None
+    ) -> None:
+        self._sock = sock
+        self._sealer = sealer
+        self.address = address
+        self.sent = 0
+        self.bytes_sent = 0
+        self.dropped = 0  # datagrams the socket refused (full buffer): KCP sends them again
+
+    def __call__(self, segment: bytes) -> int:
+        datagram = self._sealer.seal(segment)
+        try:
+            if self.address is None:
+                self._sock.send(datagram)
+            else:
+                self._sock.sendto(datagram, self.address)
+        except OSError:  # BlockingIOError, or the socket is gone: lost like any datagram
+            self.dropped += 1
+        else:
+            self.sent += 1
+            self.bytes_sent += len(datagram)
+        return 0

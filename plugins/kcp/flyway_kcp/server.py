@@ -1,0 +1,154 @@
+"""The server's UDP endpoint: one socket on the HTTP port's number, many conversations.
+
+A datagram is looked up by the session id it starts with. A known one is opened with that
+session's key and replay window; anything else may be a hello, which costs one per-packet
+open and allocates nothing unless it authenticates and the front door accepts it. Whatever
+fails is dropped without a word: a scanner gets no reply to anything, and no state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+from flyway_core import FlywayError
+from flyway_core.interfaces import FrontDoor
+from flyway_core.protocol import ServerConnection
+from flyway_core.protocol.crypto import (
+    SESSION_ID_SIZE,
+    PacketSealer,
+    derive_master_key,
+)
+from flyway_core.protocol.errors import RemoteProtocolError
+from flyway_kcp.carrier import KcpCarrier
+from flyway_kcp.config import KcpConfig
+from flyway_kcp.handshake import (
+    HELLO_LABEL,
+    MAX_HELLO_DATAGRAM,
+    MIN_HELLO_DATAGRAM,
+    conv_of,
+    keys_for,
+)
+from flyway_kcp.output import DatagramOutput
+from flyway_kcp.udp import BatchReader, udp_socket
+
+__all__ = ["KcpServer"]
+
+log = logging.getLogger("flyway.kcp")
+CLOSE_WAIT = 5.0  # seconds the endpoint waits for its sessions to end when it stops
+
+
+class KcpServer:
+    """Serve KCP conversations on UDP ``door.bound`` until the context is left."""
+
+    def __init__(self, door: FrontDoor, config: KcpConfig, name: str) -> None:
+        self._door = door
+        self._config = config
+        self._name = name
+        self._master = derive_master_key(door.settings.password)
+        self._hellos = PacketSealer(self._master, HELLO_LABEL)
+        self._sessions: dict[bytes, KcpCarrier] = {}
+        self._touched: set[KcpCarrier] = set()
+        self._sock: socket.socket | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self.dropped = 0  # datagrams that were not ours (or replays), for tests and reports
+
+    @property
+    def sessions(self) -> dict[bytes, KcpCarrier]:
+        """The live conversations by session id."""
+        return self._sessions
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the UDP socket is bound."""
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        bound = self._door.bound
+        loop = asyncio.get_running_loop()
+        family, _, _, _, where = (
+            await loop.getaddrinfo(bound.host or None, bound.port, type=socket.SOCK_DGRAM)
+        )[0]
+        self._sock = udp_socket(family, bind=(str(where[0]), int(where[1])))
+        reader = BatchReader(self._sock, self._datagram, self._batch)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                try:
+                    yield
+                finally:
+                    reader.close()
+                    for carrier in list(self._sessions.values()):
+                        carrier.shutdown()
+        finally:
+            self._sock.close()
+
+    def _batch(self) -> None:
+        touched, self._touched = self._touched, set()
+        for carrier in touched:
+            carrier.batch_done()
+
+    def _datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        carrier = self._sessions.get(data[:SESSION_ID_SIZE])
+        if carrier is None:
+            self._hello(data, address)
+            return
+        try:
+            segments = carrier.opener.open(data)
+        except RemoteProtocolError:
+            self.dropped += 1
+            return
+        output = carrier.output
+        if output.address != address:  # authenticated and fresh: the client moved (NAT)
+            log.debug("kcp session moved from %s to %s", output.address, address)
+            output.address = address
+        carrier.datagram_in(segments)
+        self._touched.add(carrier)
+
+    def _hello(self, data: bytes, address: tuple[str, int]) -> None:
+        if not MIN_HELLO_DATAGRAM <= len(data) <= MAX_HELLO_DATAGRAM:
+            self.dropped += 1
+            return
+        try:
+            hello = self._hellos.open(data)
+        except RemoteProtocolError:
+            self.dropped += 1
+            return
+        keys = keys_for(self._master, hello)
+        session_id = keys.session_id
+        if session_id in self._sessions:  # the client said hello again: KCP resends the Welcome
+            return
+        peer = address[0]
+        connection = self._door.accept(hello, peer)
+        if connection is None or self._sock is None or self._tasks is None:
+            self.dropped += 1
+            return
+        output = DatagramOutput(self._sock, keys.sealer(client=False), address)
+        carrier = KcpCarrier(
+            conv_of(keys),
+            self._config,
+            output,
+            keys.opener(client=False),
+            on_close=lambda: self._forget(session_id),
+        )
+        self._sessions[session_id] = carrier
+        self._tasks.create_task(self._run(carrier, connection, peer))
+
+    def _forget(self, session_id: bytes) -> None:
+        carrier = self._sessions.pop(session_id, None)
+        if carrier is not None:
+            self._touched.discard(carrier)
+
+    async def _run(self, carrier: KcpCarrier, connection: ServerConnection, peer: str) -> None:
+        try:
+            await self._door.run_session(carrier, connection, peer=peer, transport=self._name)
+        except (FlywayError, OSError) as exc:
+            log.debug("kcp session from %s ended: %s", peer, exc)
+        finally:
+            await carrier.close()
