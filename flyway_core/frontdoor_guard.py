@@ -23,18 +23,31 @@ connection; ``DoorProtocol`` subclasses it in three places and is made by
   (a slow client); only when every connection is busy answering or carrying a
   session is the newcomer closed at once. So the door keeps answering when full.
 
+- Hand-over. A fallback that is a ``RawFallback`` (the reverse proxy) can take a
+  connection off aiohttp and carry it, as it stands, to the site it fronts: the
+  door's own bytes are then no longer HTTP to it. That happens when the *first*
+  request of a connection cannot be parsed (the site answers the very bytes the
+  peer sent, up to ``FIRST_BYTES_KEPT``, instead of the door's nginx page), and
+  when a handler ``claim``s a parsed request's connection (an upgrade, a request
+  aiohttp's client cannot send). While the pipe to the site is being opened the
+  door holds what else arrives; then ``transport.set_protocol`` gives the socket
+  to the pipe with everything held, and aiohttp forgets the connection. When the
+  site cannot be reached the door answers as before (its page, or the claim is
+  released and the held bytes are parsed).
+
 Like nginx on these timeouts, a dropped connection gets no answer. What this
 reads of aiohttp's internals (``_request_count``, ``_messages``,
-``_payload_parser``, ``_reading_paused``, ``_buffer_paused``, ``_request_in_progress``)
-is pinned by tests/test_front_door.py against the installed aiohttp.
+``_payload_parser``, ``_reading_paused``, ``_buffer_paused``, ``_request_in_progress``,
+``_message_tail``, ``_manager``, ``_keepalive_handle``) is pinned by
+tests/test_front_door.py against the installed aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from aiohttp.http import RawRequestMessage
@@ -45,14 +58,31 @@ from flyway_core.frontdoor_pages import HEADER_TOO_LARGE, ClosingPage, page_body
 from flyway_core.rlimits import open_files_limit
 
 if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
     from aiohttp.streams import StreamReader
 
     from flyway_core.settings import FrontDoorLimits
 
-__all__ = ["ConnectionGuard", "DoorProtocol"]
+__all__ = ["FIRST_BYTES_KEPT", "Claim", "ConnectionGuard", "DoorProtocol", "RawFallback", "claim"]
 
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 8190  # aiohttp's max_line_size: a longer request line is nginx's 414
+FIRST_BYTES_KEPT = 64 << 10  # a connection's first bytes kept for a hand-over (nginx: 32 KiB heads)
+_HOLD_LIMIT = 1 << 20  # bytes held during a hand-over before the socket is no longer read
+
+
+@runtime_checkable
+class RawFallback(Protocol):
+    """A fallback that can also take whole connections (the reverse proxy to a site)."""
+
+    async def open_pipe(self) -> asyncio.Protocol | None:
+        """Connect to the site; return the protocol that carries a client connection there.
+
+        The door makes it the client socket's protocol (``connection_made``), then feeds
+        it what the client sent so far (``data_received``), and ``eof_received`` if the
+        client had half-closed; when the client left meanwhile, it calls only
+        ``connection_lost(None)``. None: the site cannot be reached (the door answers).
+        """
 
 
 class DoorProtocol(web.RequestHandler):
@@ -66,6 +96,11 @@ class DoorProtocol(web.RequestHandler):
         self.body: StreamReader | None = None  # the body of the last head parsed
         self.dropped = False  # the guard closed it (and said so)
         self._head_start = b""  # the first bytes of the head being read (to tell 414 from 400)
+        # every byte until the first head parses, when a fallback could take the connection
+        self._first: bytearray | None = bytearray() if guard.raw is not None else None
+        self._held: bytearray | None = None  # bytes arriving during a hand-over (None: none)
+        self._eof = False  # the peer half-closed
+        self._unparsed: bytes | None = None  # an unparsable first request's bytes, for the site
 
     # --- what the guard looks at ---------------------------------------------------------
 
@@ -103,7 +138,15 @@ class DoorProtocol(web.RequestHandler):
         self.guard.forget(self)
         super().connection_lost(exc)
 
+    def eof_received(self) -> None:
+        self._eof = True
+
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:  # a hand-over is under way: keep it for the pipe
+            self._held += data
+            if len(self._held) > _HOLD_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+            return
         if self.upgraded:
             super().data_received(data)
             return
@@ -112,13 +155,67 @@ class DoorProtocol(web.RequestHandler):
             self.head_since = now
         if self.head_since is not None and len(self._head_start) < _LINE_LIMIT:
             self._head_start += data[: _LINE_LIMIT - len(self._head_start)]
+        if self._first is not None:
+            self._first += data
+            if len(self._first) > FIRST_BYTES_KEPT:
+                self._first = None
         parsed = self._request_count
         super().data_received(data)
-        if self._request_count != parsed and self._messages:
+        new = self._request_count - parsed
+        if new and self._messages:
             message, self.body = self._messages[-1]
             self.head_since = None
             if isinstance(message, RawRequestMessage):  # not an error (handle_error reads it)
                 self._head_start = b""
+            first, _ = self._messages[len(self._messages) - min(new, len(self._messages))]
+            if parsed == 0 and self._first is not None and not isinstance(first, RawRequestMessage):
+                self._unparsed = bytes(self._first)  # handle_error offers them to the site
+                self._held = bytearray()
+            self._first = None
+
+    # --- hand-over --------------------------------------------------------------------------
+
+    def hold(self) -> bool:
+        """Keep what arrives from now on for a hand-over; False if that cannot work now.
+
+        It cannot when requests after this one were parsed already (pipelined): their
+        bytes are gone from the socket's stream.
+        """
+        if self._held is not None or self._messages or self.transport is None:
+            return False
+        self._held = bytearray()
+        return True
+
+    def release(self) -> None:
+        """Give up a hand-over: what was held is parsed as usual."""
+        held, self._held = self._held, None
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if held:
+            self.data_received(bytes(held))
+
+    def hand_over(self, pipe: asyncio.Protocol, first: bytes) -> None:
+        """Make ``pipe`` this socket's protocol, with ``first`` and what was held; forget it."""
+        held, self._held = bytes(self._held or b""), None
+        transport, self.transport = self.transport, None  # aiohttp no longer writes or closes it
+        self.guard.forget(self)
+        self.force_close()  # ends aiohttp's request loop; with no transport it closes nothing
+        if self._manager is not None:
+            self._manager.connection_lost(self, None)
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if transport is None or transport.is_closing():
+            pipe.connection_lost(None)
+            return
+        transport.set_protocol(pipe)
+        pipe.connection_made(transport)
+        if first or held:
+            pipe.data_received(first + held)
+        if self._eof:
+            pipe.eof_received()
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.resume_reading()
 
     def handle_error(
         self,
@@ -140,6 +237,9 @@ class DoorProtocol(web.RequestHandler):
         if code != 500:
             reason = (message or str(exc) or "unreadable").splitlines()[0].rstrip(":")
             self.guard.report(self.peer, f"malformed request: {reason}")
+            unparsed, self._unparsed = self._unparsed, None
+            if unparsed is not None and self.guard.raw is not None and not gone:
+                return _HandOver(self, self.guard.raw.open_pipe, code, unparsed)
         elif gone or isinstance(exc, ConnectionError):
             if not self.dropped:  # else the guard has reported why already
                 self.guard.report(self.peer, "request aborted")
@@ -154,6 +254,84 @@ class DoorProtocol(web.RequestHandler):
         log.debug("%s: %r", text, kwargs.get("exc_info"))
 
 
+class _HandOver(web.StreamResponse):
+    """The "answer" that gives the connection to a pipe to the site, or else the door's page.
+
+    ``first`` goes to the pipe before anything held: an unparsable first request's
+    bytes as the peer sent them, or a claimed request's head. ``code`` is the door's
+    page when no pipe opens (a claim opens its pipe before, so it never gets here).
+    """
+
+    def __init__(
+        self,
+        protocol: DoorProtocol,
+        open_pipe: Callable[[], Awaitable[asyncio.Protocol | None]],
+        code: int,
+        first: bytes,
+    ) -> None:
+        super().__init__(status=400 if code == HEADER_TOO_LARGE else code)
+        self._protocol = protocol
+        self._open_pipe = open_pipe
+        self._code = code
+        self._first = first
+        self._page: ClosingPage | None = None
+        self._done = False
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._done:
+            return None
+        self._done = True
+        pipe = await self._open_pipe()
+        if pipe is None:
+            self._protocol._held = None
+            self._page = ClosingPage(self._code, page_body(self._code))
+            return await self._page.prepare(request)
+        self._protocol.hand_over(pipe, self._first)
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._page is not None:
+            await self._page.write_eof()
+
+
+class Claim:
+    """A parsed request's connection, held for a hand-over to the site (see ``claim``)."""
+
+    def __init__(self, protocol: DoorProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def tail(self) -> bytes:
+        """What aiohttp read after the head of an upgrade request and did not parse."""
+        return bytes(self._protocol._message_tail)
+
+    def hand_over(self, pipe: asyncio.Protocol, head: bytes) -> web.StreamResponse:
+        """Return the response that gives the connection to ``pipe``, sending ``head`` first."""
+        first = head + self.tail
+        self._protocol._message_tail = b""
+
+        async def opened() -> asyncio.Protocol:
+            return pipe
+
+        return _HandOver(self._protocol, opened, 502, first)
+
+    def release(self) -> None:
+        """Serve the connection over HTTP after all (the site could not be reached)."""
+        self._protocol.release()
+
+
+def claim(request: web.BaseRequest) -> Claim | None:
+    """Hold ``request``'s connection for a hand-over; None when that cannot work.
+
+    Only a front-door connection with nothing parsed after this request can be
+    handed over. Answer with ``Claim.hand_over(...)`` or call ``Claim.release()``.
+    """
+    protocol = request.protocol
+    if not isinstance(protocol, DoorProtocol) or not protocol.hold():
+        return None
+    return Claim(protocol)
+
+
 class ConnectionGuard:
     """Makes the door's protocols, and closes the ones that are too slow or one too many."""
 
@@ -162,9 +340,12 @@ class ConnectionGuard:
         server: web.Server,
         limits: FrontDoorLimits,
         emit: Callable[[Event], None],
+        *,
+        raw: RawFallback | None = None,
         **handler_args: Any,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.raw = raw  # a fallback that takes connections unparsed (None: pages only)
         self.limits = limits
         self.max_connections = _fit_descriptors(limits.max_connections)
         self.connections: set[DoorProtocol] = set()

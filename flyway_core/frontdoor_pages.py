@@ -27,6 +27,7 @@ SERVER = "nginx/1.22.1"  # Debian 12's nginx; keep in step with _TAIL
 
 # nginx's reason phrases (ngx_http_status_lines), which differ from Python's for some
 REASONS = {
+    301: "Moved Permanently",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
@@ -34,9 +35,12 @@ REASONS = {
     408: "Request Time-out",
     413: "Request Entity Too Large",
     414: "Request-URI Too Large",
+    416: "Requested Range Not Satisfiable",
     494: "Bad Request",  # nginx's own code for "Request Header Or Cookie Too Large", sent as 400
     500: "Internal Server Error",
     501: "Not Implemented",
+    502: "Bad Gateway",
+    504: "Gateway Time-out",
     505: "HTTP Version Not Supported",
 }
 HEADER_TOO_LARGE = 494

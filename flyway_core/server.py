@@ -28,7 +28,7 @@ from flyway_core.events import (
     SessionUp,
     TunnelRejected,
 )
-from flyway_core.frontdoor_guard import ConnectionGuard
+from flyway_core.frontdoor_guard import ConnectionGuard, RawFallback
 from flyway_core.frontdoor_pages import REASONS, expect_continue, page, stamp_headers
 from flyway_core.protocol import (
     SUPPORTED_FEATURES,
@@ -198,7 +198,9 @@ class FlywayServer:
         One middleware (``_door``) answers everything, routed or not.
         aiohttp's runner provides the app's machinery; the listening socket is ours,
         so each connection gets the guard's protocol (nginx's answers to malformed
-        requests, deadlines, a connection cap). Request bodies are never inflated.
+        requests, deadlines, a connection cap; a fallback that is a ``RawFallback``
+        gets the connections whose first request is unparsable). Request bodies are
+        never inflated.
         """
         app = web.Application(client_max_size=8 << 20, middlewares=[self._door])
         app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=expect_continue)
@@ -208,10 +210,12 @@ class FlywayServer:
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             assert runner.server is not None
+            fallback = self.fallback_handler
             guard = ConnectionGuard(
                 runner.server,
                 self.settings.front_door,
                 self._emit,
+                raw=fallback if isinstance(fallback, RawFallback) else None,
                 access_log=None,
                 auto_decompress=False,
             )

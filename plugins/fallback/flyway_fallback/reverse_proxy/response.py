@@ -1,0 +1,79 @@
+"""The upstream's answer as the client gets it: its status line, its headers, its body, streamed.
+
+aiohttp's ``StreamResponse`` writes ``HTTP/<the request's version>`` and adds its
+own ``Server``, ``Date`` and ``Connection``; a site answers an HTTP/1.0 request
+with its own status line and headers. ``ProxiedResponse`` writes the head itself
+through the request's writer (public ``AbstractStreamWriter`` calls, as the door's
+``ClosingPage`` does) and then the body as it comes, re-chunked when the upstream
+chunked it. Whether the client connection stays open is what the upstream said.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from flyway_fallback.reverse_proxy.headers import connection_tokens, response_headers
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.abc import AbstractStreamWriter
+
+__all__ = ["ProxiedResponse"]
+
+
+def _has_no_body(method: str, status: int) -> bool:
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
+class ProxiedResponse(web.StreamResponse):
+    """Writes ``upstream``'s head verbatim (but ``Connection``) and then what ``write`` gets."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, *, client_keeps_alive: bool) -> None:
+        super().__init__(status=upstream.status, reason=upstream.reason)
+        self._upstream_headers = response_headers(upstream.raw_headers)
+        tokens = connection_tokens(self._upstream_headers.getall("Connection", []))
+        major, minor = upstream.version or (1, 1)
+        self._status_line = f"HTTP/{major}.{minor} {upstream.status} "
+        self._status_line += upstream.reason or ""
+        chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+        framed = chunked or "Content-Length" in self._upstream_headers
+        self._chunked = chunked
+        self._keeps = client_keeps_alive and "close" not in tokens
+        self._framed = framed
+        self._out: AbstractStreamWriter | None = None
+        self._no_body = False
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._keeps
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._out is not None:
+            return self._out
+        self._no_body = _has_no_body(request.method, self.status)
+        if not self._framed and not self._no_body:
+            self._keeps = False  # the body ends when the connection does
+        headers = self._upstream_headers
+        if "Connection" in headers:
+            headers["Connection"] = "keep-alive" if self._keeps else "close"
+        elif not self._keeps and request.version >= (1, 1):
+            headers["Connection"] = "close"
+        self._out = writer = request.writer
+        if self._chunked and not self._no_body:
+            writer.enable_chunking()
+        await writer.write_headers(self._status_line, headers)
+        writer.send_headers()  # now: a slow body must not hold the head back
+        return writer
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._out is None:
+            raise RuntimeError("write() before prepare()")
+        if not self._no_body and data:
+            await self._out.write(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._out is not None and not self._eof_sent:
+            self._eof_sent = True
+            await self._out.write_eof(b"" if self._no_body else data)
