@@ -1,7 +1,7 @@
 """A seeded lossy UDP relay: loss, delay, jitter, reordering and duplication, both ways.
 
 The kernel here has no netem, so KCP's tests and its bench column put this between client
-and server. It relays one client (the first address that sends) to one target; each
+and server. It relays one client (answers go to the address that sent last) to one target; each
 direction has its own ``Impairment``. Everything random comes from one ``random.Random``
 seeded by ``seed``. It is bounded: each direction holds at most ``queue`` datagrams in its
 delay line (more are dropped, as a router's full queue drops them), and it stops relaying
@@ -96,7 +96,7 @@ class _DelayLine:
 
 
 class LossyUdpRelay:
-    """Relay the first client that sends to ``target``, impairing each direction."""
+    """Relay a client to ``target`` (answers go to its latest address), impairing both ways."""
 
     def __init__(
         self,
@@ -176,9 +176,8 @@ class LossyUdpRelay:
                 return
             except OSError:  # an ICMP error from the client's side: go on
                 continue
-            if self.client is None:
-                self.client = address
-            if address != self.client or self.blocked:
+            self.client = address  # answers go to whoever sent last, as a NAT's would
+            if self.blocked:
                 continue
             if len(self.recorded) < self.record:
                 self.recorded.append(data)

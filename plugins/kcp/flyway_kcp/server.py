@@ -123,6 +123,7 @@ class KcpServer:
         keys = keys_for(self._master, hello)
         session_id = keys.session_id
         if session_id in self._sessions:  # the client said hello again: KCP resends the Welcome
+            self.dropped += 1
             return
         peer = address[0]
         connection = self._door.accept(hello, peer)
