@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from flyway_core.errors import (
     CarrierError,
+    DatagramsUnsupported,
     DialError,
     LocalProtocolError,
     TunnelRefused,
@@ -29,6 +30,7 @@ from flyway_core.stats import Stats
 
 if TYPE_CHECKING:
     from flyway_core.address import Address, ServerURL
+    from flyway_core.flow import TunnelFlow
     from flyway_core.interfaces import Transport
     from flyway_core.settings import Settings
     from flyway_core.stream import TunnelStream
@@ -92,6 +94,32 @@ class ClientTunnel:
             yield stream
         finally:
             session.close_stream(stream)
+
+    @asynccontextmanager
+    async def open_flow(self, *, origin: str = "") -> AsyncIterator[TunnelFlow]:
+        """Open a datagram flow on the live session; closed (Reset) when the block ends.
+
+        TunnelUnavailable if no session is up, DatagramsUnsupported if the server
+        does not speak datagram flows.
+        """
+        session = self.session
+        if session is None:
+            raise TunnelUnavailable(f"no tunnel to {self.server} is up yet")
+        try:  # the Welcome says whether the server speaks flows
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                await session.started.wait()
+        except TimeoutError:
+            raise TunnelUnavailable(f"the server {self.server} did not answer") from None
+        if not session.datagram_flows:
+            raise DatagramsUnsupported(f"the server {self.server} does not relay datagrams")
+        try:
+            flow = session.open_flow(origin)
+        except LocalProtocolError as exc:  # the session closed since we looked
+            raise TunnelUnavailable(f"the tunnel to {self.server} is closing ({exc})") from None
+        try:
+            yield flow
+        finally:
+            session.close_flow(flow)
 
     async def run(self) -> None:
         """Keep a session up until cancelled: dial, run, and dial again with backoff."""

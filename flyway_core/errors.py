@@ -112,6 +112,10 @@ class TunnelRefused(DialError):
         )
 
 
+class DatagramsUnsupported(FlywayError):
+    """The server's session does not speak datagram flows (feature DATAGRAM_FLOWS)."""
+
+
 class StreamResetError(FlywayError):
     """The peer reset a stream; ``reason`` is the reset reason code."""
 

@@ -26,6 +26,7 @@ __all__ = [
     "Carrier",
     "Dialer",
     "Fallback",
+    "Flow",
     "FrontDoor",
     "Listener",
     "RequestHandler",
@@ -176,8 +177,37 @@ class Stream(Protocol):
         """
 
 
+class Flow(Protocol):
+    """One datagram flow (a SOCKS5 UDP association's way to the server), as a listener sees it.
+
+    Datagrams never wait and may be lost, as UDP datagrams may: ``send`` returns False
+    for one dropped over the session's datagram budget, and ``dropped`` counts them.
+    """
+
+    stream_id: int
+    dropped: int
+    on_datagram: Callable[[Address, bytes], object] | None
+    """Called with (source, bytes) for each datagram from the server; set it before sending."""
+
+    async def accepted(self) -> None:
+        """Wait until the server took the flow; raise TargetError if it refused it."""
+
+    def send(self, address: Address, data: bytes) -> bool:
+        """Send one datagram to ``address`` (an IP literal or a name the server resolves)."""
+
+    async def wait_closed(self) -> None:
+        """Return once the flow is over (the server ended it, or the session did)."""
+
+    def close(self, message: str = "") -> None:
+        """End the flow. Idempotent."""
+
+
 class Tunnel(Protocol):
     """The client's way to the server, as a listener sees it."""
+
+    def open_flow(self, *, origin: str = "") -> AbstractAsyncContextManager[Flow]:
+        """Open a datagram flow on the live session; raise TunnelUnavailable when down,
+        DatagramsUnsupported when the server speaks no flows."""
 
     def open_stream(
         self, target: Address, *, origin: str = ""

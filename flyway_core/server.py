@@ -133,6 +133,7 @@ class FlywayServer:
             emit=self._emit,
             stats=self.stats,
             on_stream=self._upstream,
+            on_flow=self._upstream.serve_flow,
         )
         session.started.set()
         self.sessions.add(session)

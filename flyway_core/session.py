@@ -28,10 +28,14 @@ from typing import TYPE_CHECKING
 
 from flyway_core.errors import CarrierError, RemoteProtocolError
 from flyway_core.events import Event, StreamDown, StreamUp
+from flyway_core.flow import DATAGRAM_BUDGET, TunnelFlow
 from flyway_core.protocol import (
     CloseReason,
     CreditAvailable,
+    DatagramReceived,
     DataReceived,
+    Feature,
+    FlowOpened,
     PongReceived,
     ResetReason,
     SessionClosed,
@@ -40,6 +44,7 @@ from flyway_core.protocol import (
     StreamEnded,
     StreamOpened,
     StreamReset,
+    max_datagram,
 )
 from flyway_core.stats import Stats
 from flyway_core.stream import TunnelStream
@@ -74,6 +79,7 @@ class Session:
         emit: Callable[[Event], None],
         stats: Stats,
         on_stream: Callable[[Session, TunnelStream], None] | None = None,
+        on_flow: Callable[[Session, TunnelFlow], None] | None = None,
     ) -> None:
         self.id = f"s{next(_session_ids)}"
         self.peer = peer
@@ -86,7 +92,9 @@ class Session:
         self._emit = emit
         self.stats = stats
         self._on_stream = on_stream
+        self._on_flow = on_flow
         self._streams: dict[int, TunnelStream] = {}
+        self._flows: dict[int, TunnelFlow] = {}
         self._wake = asyncio.Event()
         self._sending = False
         self._backlog = b""  # taken from the protocol, refused by send_nowait: goes first
@@ -104,9 +112,14 @@ class Session:
         return not self._done and not self._conn.closed
 
     @property
+    def datagram_flows(self) -> bool:
+        """True when both ends speak datagram flows (known once the session started)."""
+        return bool(self._conn.features & Feature.DATAGRAM_FLOWS)
+
+    @property
     def open_streams(self) -> int:
-        """How many streams of this session are open (being dialed, or relaying)."""
-        return len(self._streams)
+        """How many streams and flows of this session are open (being dialed, or relaying)."""
+        return len(self._streams) + len(self._flows)
 
     # --- protocol operations for streams ------------------------------------------------
 
@@ -138,6 +151,47 @@ class Session:
                 stream.error,
             )
         )
+
+    def open_flow(self, origin: str) -> TunnelFlow:
+        """Open a datagram flow now; LocalProtocolError if the server speaks no flows."""
+        stream_id = self._conn.open_flow()
+        flow = TunnelFlow(self, stream_id, origin)
+        self._flows[stream_id] = flow
+        self.stats.streams += 1
+        self._wake.set()
+        return flow
+
+    def close_flow(self, flow: TunnelFlow) -> None:
+        """Forget a flow whose user is done with it, resetting it if it is still open."""
+        if self._flows.pop(flow.stream_id, None) is None:
+            return
+        flow.close()
+        self.stats.streams -= 1
+        log.debug(
+            "%s flow %d over: %d datagrams sent, %d received, %d dropped",
+            self.id,
+            flow.stream_id,
+            flow.sent,
+            flow.received,
+            flow.dropped,
+        )
+
+    def send_datagram(self, stream_id: int, address: Address, data: bytes) -> bool:
+        """Queue one datagram of a flow, unless it is over the datagram budget (then False).
+
+        Datagrams never wait: with ``DATAGRAM_BUDGET`` bytes of them already queued for
+        a carrier that is behind, more are dropped, and stream credit is not touched.
+        """
+        if (
+            self._done
+            or not self._conn.has_stream(stream_id)
+            or len(data) > max_datagram(address)
+            or self._conn.queued_datagrams + len(data) > DATAGRAM_BUDGET
+        ):
+            return False
+        self._conn.send_datagram(stream_id, address, data)
+        self.send_soon()
+        return True
 
     def send_window(self, stream_id: int) -> int:
         """Bytes the stream may send now: its credit, within the session's queue limit."""
@@ -229,6 +283,9 @@ class Session:
             for stream in list(self._streams.values()):
                 stream.feed_reset(ResetReason.INTERNAL, self.error or "session closed")
                 self.close_stream(stream)  # counted out even if its task never ran
+            for flow in list(self._flows.values()):
+                flow.feed_reset(ResetReason.INTERNAL, self.error or "session closed")
+                self.close_flow(flow)
             await self._carrier.close()
         # A task group cancelled while a child failed raises the failure, not the
         # cancellation (Python 3.11): keep the cancellation, or the caller never stops.
@@ -327,17 +384,22 @@ class Session:
             case CreditAvailable(stream_id):
                 if stream := self._streams.get(stream_id):
                     stream.feed_credit()
+            case DatagramReceived(stream_id, address, data):
+                if flow := self._flows.get(stream_id):
+                    flow.feed_datagram(address, data)
             case StreamEnded(stream_id):
-                if stream := self._streams.get(stream_id):
-                    stream.feed_eof()
+                if member := self._streams.get(stream_id) or self._flows.get(stream_id):
+                    member.feed_eof()
             case StreamReset(stream_id, reason, message):
-                if stream := self._streams.get(stream_id):
-                    stream.feed_reset(reason, message)
+                if member := self._streams.get(stream_id) or self._flows.get(stream_id):
+                    member.feed_reset(reason, message)
             case StreamAccepted(stream_id, bound):
-                if stream := self._streams.get(stream_id):
-                    stream.feed_accept(bound)
+                if member := self._streams.get(stream_id) or self._flows.get(stream_id):
+                    member.feed_accept(bound)
             case StreamOpened(stream_id, target, data):
                 self._opened(stream_id, target, data)
+            case FlowOpened(stream_id):
+                self._flow_opened(stream_id)
             case SessionStarted():
                 self.started.set()
             case PongReceived(rtt):
@@ -357,6 +419,22 @@ class Session:
             self.close_stream(stream)
             return
         self._on_stream(self, stream)
+
+    def _flow_opened(self, stream_id: int) -> None:
+        flow = TunnelFlow(self, stream_id, self.peer)
+        self._flows[stream_id] = flow
+        self.stats.streams += 1
+        if self._on_flow is None:
+            self._conn.reset_stream(stream_id, ResetReason.NOT_ALLOWED, "this side takes no flows")
+            self.close_flow(flow)
+            return
+        self._on_flow(self, flow)
+
+    def accept_flow(self, flow: TunnelFlow) -> None:
+        """Server side: tell the client its flow is ready for datagrams."""
+        if not self._done and self._conn.has_stream(flow.stream_id):
+            self._conn.accept_stream(flow.stream_id)
+            self._wake.set()
 
 
 def _first_message(group: BaseExceptionGroup[BaseException]) -> str:

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 from flyway_core.address import Address
 from flyway_core.errors import FlywayError, TargetError
 from flyway_core.events import Event, StreamUp
+from flyway_core.flow_relay import FlowRelay
 from flyway_core.link import LocalLink
 from flyway_core.policy import Policy
 from flyway_core.protocol import ResetReason
 
 if TYPE_CHECKING:
+    from flyway_core.flow import TunnelFlow
     from flyway_core.interfaces import Dialer
     from flyway_core.session import Session
     from flyway_core.stream import TunnelStream
@@ -62,16 +64,45 @@ class Upstream:
         self._in_all = streams_in_all
 
     def __call__(self, session: Session, stream: TunnelStream) -> None:
-        if session.open_streams > self._per_session:
-            why = f"busy: {self._per_session} streams are open in this session"
-        elif self._in_all is not None and session.stats.streams > self._in_all:
-            why = f"busy: the server holds {self._in_all} streams, all it has descriptors for"
-        else:
+        why = self._busy(session)
+        if why is None:
             session.spawn(self._serve(session, stream))
             return
         stream.error = why
         stream.reset(ResetReason.BUSY, why)
         session.close_stream(stream)
+
+    def serve_flow(self, session: Session, flow: TunnelFlow) -> None:
+        """Serve a datagram flow the client opened (``Session.on_flow``), within the limits."""
+        why = self._busy(session)
+        if why is None:
+            session.spawn(self._relay_flow(session, FlowRelay(flow, self._policy)))
+            return
+        flow.error = why
+        session.reset_stream(flow.stream_id, ResetReason.BUSY, why)
+        session.close_flow(flow)
+
+    def _busy(self, session: Session) -> str | None:
+        """Why one more stream or flow in ``session`` is too many, or None."""
+        if session.open_streams > self._per_session:
+            return f"busy: {self._per_session} streams are open in this session"
+        if self._in_all is not None and session.stats.streams > self._in_all:
+            return f"busy: the server holds {self._in_all} streams, all it has descriptors for"
+        return None
+
+    async def _relay_flow(self, session: Session, relay: FlowRelay) -> None:
+        flow = relay.flow
+        try:
+            await relay.run(lambda: session.accept_flow(flow))
+        except FlywayError as exc:
+            session.reset_stream(
+                flow.stream_id, getattr(exc, "reason", ResetReason.INTERNAL), str(exc)
+            )
+        except Exception as exc:  # a bug in one flow must not end the session (or others)
+            log.warning("flow %d failed: %s", flow.stream_id, exc, exc_info=True)
+            session.reset_stream(flow.stream_id, ResetReason.INTERNAL, type(exc).__name__)
+        finally:
+            session.close_flow(flow)
 
     async def _serve(self, session: Session, stream: TunnelStream) -> None:
         link = LocalLink()

@@ -339,6 +339,10 @@ class Connection:
         """Open a stream to ``target`` carrying ``data``; return its id (client only)."""
         raise LocalProtocolError("only the client opens streams")
 
+    def open_flow(self) -> int:
+        """Open a datagram flow; return its id (client only, feature DATAGRAM_FLOWS)."""
+        raise LocalProtocolError("only the client opens flows")
+
     def accept_stream(self, stream_id: int, bound: Address | None = None) -> None:
         """Tell the client its stream reached the target (server only).
 

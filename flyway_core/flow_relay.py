@@ -1,0 +1,214 @@
+"""The server's side of a datagram flow: UDP sockets toward the targets, under the policy.
+
+Theory of operation. For each flow a client opens, ``FlowRelay`` opens one
+unconnected UDP socket per address family (wildcard address, ephemeral port),
+accepts the flow, and then relays in callbacks until the flow is over:
+
+- A datagram from the client names its destination. An IP literal is checked by
+  the policy at once; a name is resolved once (``Policy.admit``: resolved, every
+  address checked) and the answer, or the refusal, kept for ``NAME_TTL`` seconds,
+  at most ``MAX_NAMES`` names per flow. While a name resolves, at most
+  ``MAX_WAITING`` datagrams wait for it, and at most ``MAX_RESOLVING`` names
+  resolve at once; anything beyond is dropped. Nothing here ever blocks.
+- A datagram from a target is sent back (with its source address) only if the
+  flow sent to that address and port before, as a port-restricted NAT does: the
+  relay's port is no open door into the client. At most ``MAX_PEERS`` such
+  addresses are kept; the oldest is forgotten first.
+- Whatever is dropped is counted by reason; ``flow.dropped`` has the total.
+
+The UDP sockets (``flyway_core.udp``) are bounded by the datagram budget: a
+datagram that finds ``DATAGRAM_BUDGET`` bytes already waiting is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from flyway_core.address import Address
+from flyway_core.errors import TargetError
+from flyway_core.protocol import ResetReason
+from flyway_core.udp import UdpEndpoint, open_udp
+
+if TYPE_CHECKING:
+    from flyway_core.flow import TunnelFlow
+    from flyway_core.policy import Policy
+
+__all__ = ["FlowRelay"]
+
+log = logging.getLogger(__name__)
+NAME_TTL = 60.0
+MAX_NAMES = 256
+MAX_WAITING = 8
+MAX_RESOLVING = 16
+MAX_PEERS = 4096
+
+_Peer = tuple[str, int]
+
+
+class FlowRelay:
+    """Relays one flow's datagrams to their targets and their replies back."""
+
+    def __init__(self, flow: TunnelFlow, policy: Policy) -> None:
+        self.flow = flow
+        self.policy = policy
+        self.drops: Counter[str] = Counter()
+        self._sockets: dict[int, UdpEndpoint] = {}  # by address family
+        self._peers: dict[_Peer, None] = {}  # where we sent: replies come only from these
+        self._names: dict[tuple[str, int], tuple[float, Address | None]] = {}
+        self._waiting: dict[tuple[str, int], list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._early: list[tuple[Address, bytes]] | None = []  # before the sockets are open
+        flow.on_datagram = self._before_open
+
+    def _before_open(self, address: Address, data: bytes) -> None:
+        """Datagrams sent with the OpenFlow (no round trip) wait for the sockets, a few."""
+        if self._early is not None and len(self._early) < MAX_WAITING:
+            self._early.append((address, data))
+        else:
+            self._drop("before the flow was ready")
+
+    async def run(self, accept: Callable[[], None]) -> None:
+        """Open the sockets, accept the flow (``accept()``), relay until the flow is over.
+
+        Build the relay when the flow opens, and run it in a task: datagrams that came
+        with the OpenFlow wait (``MAX_WAITING`` of them) until the sockets are open.
+        """
+        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            with contextlib.suppress(OSError):  # no IPv6 here: IPv4 targets only
+                self._sockets[family] = await open_udp(
+                    host, 0, self.reply, on_error=self._icmp_error, family=family
+                )
+        if not self._sockets:
+            raise TargetError("cannot open a UDP socket", reason=ResetReason.INTERNAL)
+        try:
+            early, self._early = self._early or [], None
+            self.flow.on_datagram = self.outgoing
+            for address, data in early:
+                self.outgoing(address, data)
+            accept()
+            await self.flow.wait_closed()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for endpoint in self._sockets.values():
+                endpoint.close()
+            if self.drops:
+                log.debug("flow %d dropped %s", self.flow.stream_id, dict(self.drops))
+
+    # --- from the client toward targets --------------------------------------------------
+
+    def outgoing(self, address: Address, data: bytes) -> None:
+        """A datagram from the client to ``address``: check it, resolve it, send it."""
+        if address.port == 0:
+            self._drop("port 0")
+            return
+        if _literal(address.host):
+            if self.policy.allows_all or self.policy.check(address):
+                self._send(address, data)
+            else:
+                self._drop("not allowed")
+            return
+        key = (address.host.lower(), address.port)
+        known = self._names.get(key)
+        if known is not None and known[0] > time.monotonic():
+            if known[1] is None:
+                self._drop("not allowed or not found")
+            else:
+                self._send(known[1], data)
+            return
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            if len(waiting) < MAX_WAITING:
+                waiting.append(data)
+            else:
+                self._drop("waiting for a name")
+            return
+        if len(self._waiting) >= MAX_RESOLVING:
+            self._drop("too many names resolving")
+            return
+        self._waiting[key] = [data]
+        task = asyncio.get_running_loop().create_task(self._resolve(key, address))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, key: tuple[str, int], address: Address) -> None:
+        try:
+            found: Address | None = self._pick(await self.policy.admit(address))
+        except TargetError:
+            found = None
+        if len(self._names) >= MAX_NAMES:
+            self._names.pop(next(iter(self._names)))
+        self._names[key] = (time.monotonic() + NAME_TTL, found)
+        for data in self._waiting.pop(key, []):
+            if found is None:
+                self._drop("not allowed or not found")
+            else:
+                self._send(found, data)
+
+    def _pick(self, addresses: list[Address]) -> Address | None:
+        """The address to send a name's datagrams to: its first IPv4 one, else IPv6.
+
+        UDP has no connection to try address after address with, so one is chosen;
+        IPv4 first, as a name's service is reachable there more often (Dante too
+        resolves to IPv4).
+        """
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if family in self._sockets:
+                for address in addresses:
+                    if _family(address.host) == family:
+                        return address
+        return None
+
+    def _send(self, address: Address, data: bytes) -> None:
+        host = str(ipaddress.ip_address(address.host))
+        endpoint = self._sockets.get(_family(host))
+        if endpoint is None:
+            self._drop("no socket for the family")
+            return
+        peer = (host, address.port)
+        self._peers.pop(peer, None)
+        self._peers[peer] = None  # the newest last: the oldest is forgotten first
+        if len(self._peers) > MAX_PEERS:
+            self._peers.pop(next(iter(self._peers)))
+        if not endpoint.send(data, *peer):
+            self._drop("socket buffer full")
+
+    # --- from targets back to the client -------------------------------------------------
+
+    def _icmp_error(self, exc: Exception) -> None:
+        self.drops["icmp error"] += 1
+
+    def reply(self, data: bytes, host: str, port: int) -> None:
+        """A datagram from ``host:port``: back to the client if we sent there before."""
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        peer = (str(ip), port)
+        if peer not in self._peers:
+            self._drop("unsolicited reply")
+            return
+        self.flow.send(Address(*peer), data)  # counts its own drops (budget)
+
+    def _drop(self, why: str) -> None:
+        self.drops[why] += 1
+        self.flow.dropped += 1
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,216 @@
+"""Datagram flows through a real session: UDP targets, the policy, the budget, the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+
+from flyway_core import Address, DatagramsUnsupported, TargetError
+from flyway_core.flow import DATAGRAM_BUDGET, TunnelFlow
+from flyway_core.policy import Policy
+from flyway_core.protocol import (
+    ClientConnection,
+    Feature,
+    ReplayCache,
+    ServerConnection,
+)
+from flyway_core.session import Session
+from flyway_core.settings import ServerLimits, Settings
+from flyway_core.stats import Stats
+from flyway_core.testing import joined_tunnel
+from flyway_core.testing.pairs import wait_for
+from flyway_core.udp import UdpEndpoint, open_udp
+
+pytestmark = pytest.mark.asyncio
+
+
+class UdpEcho:
+    """A UDP echo server on 127.0.0.1 (empty datagrams too) that remembers who sent to it."""
+
+    def __init__(self) -> None:
+        self.sources: list[tuple[str, int]] = []
+        self.endpoint: UdpEndpoint | None = None
+
+    def echo(self, data: bytes, host: str, port: int) -> None:
+        self.sources.append((host, port))
+        assert self.endpoint is not None
+        self.endpoint.send(data, host, port)
+
+
+async def _udp_echo() -> tuple[UdpEcho, Address]:
+    echo = UdpEcho()
+    echo.endpoint = await open_udp("127.0.0.1", 0, echo.echo)
+    return echo, Address(*echo.endpoint.address)
+
+
+def _collect(flow: TunnelFlow) -> asyncio.Queue[tuple[Address, bytes]]:
+    queue: asyncio.Queue[tuple[Address, bytes]] = asyncio.Queue()
+    flow.on_datagram = lambda source, data: queue.put_nowait((source, data))
+    return queue
+
+
+async def test_datagrams_reach_a_udp_target_and_its_replies_come_back_whole() -> None:
+    echo, target = await _udp_echo()
+    sizes = [0, 1, 512, 1472, 9000, 65507]  # 65507: the largest UDP payload over IPv4
+    payloads = [os.urandom(size) for size in sizes] * 5
+    async with (
+        joined_tunnel(Settings(password="pw")) as tunnel,
+        tunnel.open_flow(origin="test") as flow,
+    ):
+        replies = _collect(flow)
+        await flow.accepted()
+        for payload in payloads:
+            assert flow.send(target, payload)
+            source, data = await asyncio.wait_for(replies.get(), 5)  # one at a time: no loss
+            assert source == target
+            assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
+        assert (flow.sent, flow.received, flow.dropped) == (len(payloads), len(payloads), 0)
+    assert echo.endpoint is not None
+    echo.endpoint.close()
+
+
+async def test_a_named_destination_is_resolved_by_the_server() -> None:
+    _, target = await _udp_echo()
+    async with (
+        joined_tunnel(Settings(password="pw")) as tunnel,
+        tunnel.open_flow() as flow,
+    ):
+        replies = _collect(flow)
+        flow.send(Address("localhost", target.port), b"by name")
+        source, data = await asyncio.wait_for(replies.get(), 5)
+    assert data == b"by name"
+    assert source.port == target.port  # the reply names the address that answered
+
+
+async def test_replies_come_only_from_where_the_flow_sent() -> None:
+    echo, target = await _udp_echo()
+    async with (
+        joined_tunnel(Settings(password="pw")) as tunnel,
+        tunnel.open_flow() as flow,
+    ):
+        replies = _collect(flow)
+        flow.send(target, b"hello")
+        await asyncio.wait_for(replies.get(), 5)
+        relay = echo.sources[0]  # the server's UDP socket, as the target saw it
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.1", 0))
+            stranger.sendto(b"unsolicited", relay)
+            await asyncio.sleep(0.3)
+        flow.send(target, b"still works")
+        assert await asyncio.wait_for(replies.get(), 5) == (target, b"still works")
+        assert replies.empty()  # the stranger's datagram never arrived
+
+
+async def test_the_policy_drops_datagrams_to_denied_destinations() -> None:
+    echo, target = await _udp_echo()
+    settings = Settings(password="pw", policy=Policy.parse(deny=["127.0.0.0/8"]))
+    async with joined_tunnel(settings) as tunnel, tunnel.open_flow() as flow:
+        replies = _collect(flow)
+        flow.send(target, b"to a denied address")
+        flow.send(Address("localhost", target.port), b"to a name that resolves to one")
+        await asyncio.sleep(0.5)
+        assert replies.empty()
+    assert echo.sources == []  # nothing left the server
+
+
+async def test_a_flow_that_ends_closes_its_sockets_and_frees_its_slot() -> None:
+    echo, target = await _udp_echo()
+    async with joined_tunnel(Settings(password="pw")) as tunnel:
+        session = await tunnel.wait_ready()
+        for _ in range(3):
+            async with tunnel.open_flow() as flow:
+                replies = _collect(flow)
+                flow.send(target, b"x")
+                await asyncio.wait_for(replies.get(), 5)
+            assert flow.closed
+        await wait_for(lambda: session.open_streams == 0)
+        relays = set(echo.sources)
+        assert len(relays) == 3  # each flow had a socket of its own
+        for _, port in relays:  # and each was closed with its flow: the port is free again
+            await wait_for(lambda port=port: _can_bind(port))  # type: ignore[misc]
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_one_flow_too_many_is_refused_as_busy() -> None:
+    settings = Settings(password="pw", limits=ServerLimits(streams_per_session=1))
+    async with joined_tunnel(settings) as tunnel:
+        async with tunnel.open_flow() as first:
+            await first.accepted()
+            async with tunnel.open_flow() as second:
+                with pytest.raises(TargetError, match="busy"):
+                    await second.accepted()
+
+
+async def test_a_server_without_flows_is_named_at_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("flyway_core.server.SUPPORTED_FEATURES", Feature.BOUND_ADDRESS)
+    async with joined_tunnel(Settings(password="pw")) as tunnel:
+        with pytest.raises(DatagramsUnsupported, match="does not relay datagrams"):
+            async with tunnel.open_flow():
+                pass
+
+
+class StalledCarrier:
+    """A carrier that takes the first send and then never finishes another."""
+
+    keepalive = True
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send_nowait(self, data: bytes) -> bool:
+        return False
+
+    async def send(self, data: bytes) -> None:
+        self.sent += len(data)
+        await asyncio.Event().wait()
+
+    async def receive(self) -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+    async def close(self) -> None:
+        pass
+
+
+def _started_client() -> ClientConnection:
+    master, now = bytes(32), time.time()
+    client = ClientConnection(master, now=now, features=Feature.DATAGRAM_FLOWS, padding=b"")
+    server = ServerConnection(
+        master, ReplayCache(), now=now, features=Feature.DATAGRAM_FLOWS, padding=b""
+    )
+    server.receive_data(client.data_to_send(), now)
+    client.receive_data(server.data_to_send(), now)
+    return client
+
+
+async def test_datagrams_over_the_budget_are_dropped_and_streams_keep_their_room() -> None:
+    carrier = StalledCarrier()
+    session = Session(_started_client(), carrier, peer="test", emit=lambda e: None, stats=Stats())
+    run = asyncio.create_task(session.run())
+    await asyncio.sleep(0)
+    flow = session.open_flow("test")
+    stream = session.open_stream(Address("192.0.2.1", 80), "test")
+    target = Address("192.0.2.53", 53)
+    datagram = bytes(8192)
+    room_before = session.send_window(stream.stream_id)
+    for _ in range(1000):  # 8 MB at a carrier that takes nothing
+        flow.send(target, datagram)
+        await asyncio.sleep(0)
+    assert flow.dropped > 0
+    assert flow.sent * len(datagram) <= 2 * DATAGRAM_BUDGET + len(datagram)  # held: bounded
+    assert session.send_window(stream.stream_id) == room_before  # streams lost no room
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
