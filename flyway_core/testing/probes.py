@@ -2,7 +2,8 @@
 
 ``PROBES`` is the corpus (named, reusable: the ``-P`` fallback tests send the
 same list); ``answer(port, probe)`` sends one to 127.0.0.1 and reads until the
-server closes or goes quiet; ``Answer`` splits what came back into responses.
+server closes or goes quiet; ``Answer`` splits what came back into responses and
+says how the connection ended (closed or held; FIN or RST; after how long).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gzip
 import random
 import re
 import ssl
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["PROBES", "Answer", "Probe", "Response", "answer", "tls_client_hello"]
@@ -57,6 +59,8 @@ PROBES = [
     Probe("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n"),
     Probe("HTTP/2.0 request line", _request("GET / HTTP/2.0\nHost: x\n")),
     Probe("plain GET", _request("GET /index.html HTTP/1.1\nHost: x\n")),
+    Probe("GET /", _request("GET / HTTP/1.1\nHost: x\n")),
+    Probe("missing path", _request("GET /no/such/page.html HTTP/1.1\nHost: x\n")),
     Probe("HEAD", _request("HEAD / HTTP/1.1\nHost: x\n")),
     Probe("gzip-accepting browser", _request("GET / HTTP/1.1\nHost: x\nAccept-Encoding: gzip\n")),
     Probe("MSIE", _request("GET /a HTTP/1.1\nHost: x\nUser-Agent: Mozilla/4.0 (MSIE 8.0)\n")),
@@ -72,8 +76,26 @@ PROBES = [
         _request("POST / HTTP/1.1\nHost: x\nContent-Length: 300\n", _RANDOM.randbytes(300)),
     ),
     Probe(
+        "POST of random bytes to a tunnel-like path",
+        _request(
+            f"POST /{_RANDOM.randbytes(8).hex()} HTTP/1.1\nHost: x\nContent-Length: 1000\n",
+            _RANDOM.randbytes(1000),
+        ),
+    ),
+    Probe(
         "POST over 1 MiB declared",
         _request("POST / HTTP/1.1\nHost: x\nContent-Length: 2000000\n"),
+    ),
+    Probe(
+        "POST of 2 MB",
+        _request("POST / HTTP/1.1\nHost: x\nContent-Length: 2000000\n", b"\1" * 2_000_000),
+    ),
+    Probe(
+        "WebSocket upgrade with a random key",
+        _request(
+            "GET / HTTP/1.1\nHost: x\nUpgrade: websocket\nConnection: Upgrade\n"
+            f"Sec-WebSocket-Key: {_KEY}\nSec-WebSocket-Version: 13\n"
+        ),
     ),
     Probe(
         "WebSocket upgrade with a random sid",
@@ -102,6 +124,11 @@ PROBES = [
         "Expect: something",
         _request("POST /a HTTP/1.1\nHost: x\nExpect: something\nContent-Length: 1\n", b"a"),
     ),
+    Probe(
+        "Expect: 100-continue",
+        _request("POST /a HTTP/1.1\nHost: x\nExpect: 100-continue\nContent-Length: 2\n", b"ab"),
+    ),
+    Probe("silence", b""),
 ]
 
 
@@ -128,9 +155,18 @@ class Answer:
     raw: bytes
     closed: bool  # the server closed the connection (else it went quiet, holding it)
     responses: list[Response] = field(default_factory=list)
+    reset: bool = False  # it closed with an RST (else with a FIN, or not at all)
+    elapsed: float = 0.0  # seconds from sending to the close (or to the last byte read)
+
+    @property
+    def ending(self) -> str:
+        """How the connection ended: ``"held"``, ``"FIN"`` or ``"RST"``."""
+        return "RST" if self.reset else "FIN" if self.closed else "held"
 
     @classmethod
-    def parse(cls, raw: bytes, closed: bool) -> Answer:
+    def parse(
+        cls, raw: bytes, closed: bool, *, reset: bool = False, elapsed: float = 0.0
+    ) -> Answer:
         responses, rest = [], raw
         while b"\r\n\r\n" in rest:
             head, rest = rest.split(b"\r\n\r\n", 1)
@@ -146,7 +182,7 @@ class Answer:
             else:
                 body, rest = rest, b""
             responses.append(Response(status, headers, body))
-        return cls(raw, closed, responses)
+        return cls(raw, closed, responses, reset, elapsed)
 
 
 def _dechunk(data: bytes) -> tuple[bytes, bytes]:
@@ -164,7 +200,8 @@ def _dechunk(data: bytes) -> tuple[bytes, bytes]:
 async def answer(port: int, probe: Probe, *, quiet: float = 0.5, limit: float = 5.0) -> Answer:
     """Send ``probe`` to 127.0.0.1 ``port``; read until closed or ``quiet`` seconds of silence."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    raw, closed = b"", False
+    raw, closed, reset = b"", False, False
+    start = last = time.perf_counter()
     try:
         writer.write(probe.data)
         async with asyncio.timeout(limit):
@@ -175,8 +212,9 @@ async def answer(port: int, probe: Probe, *, quiet: float = 0.5, limit: float = 
                 except TimeoutError:
                     break
                 except ConnectionError:
-                    closed = True
+                    closed = reset = True
                     break
+                last = time.perf_counter()
                 if not chunk:
                     closed = True
                     break
@@ -185,4 +223,4 @@ async def answer(port: int, probe: Probe, *, quiet: float = 0.5, limit: float = 
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-    return Answer.parse(raw, closed)
+    return Answer.parse(raw, closed, reset=reset, elapsed=last - start)

@@ -1,60 +1,26 @@
-"""Fixtures for flyway-fallback's tests: a site directory, nginx serving it, flyway in front.
+"""Fixtures for flyway-fallback's tests: a site directory and nginx serving it.
 
-``site_root`` is a directory of files (made readable by nginx's worker);
-``nginx_site`` is nginx serving it as a stock Debian site; ``door(spec)`` runs a
-flyway server with every installed transport and the fallback for ``-P spec``.
+``site_root`` is a directory of files (``fallback_site.make_site``, readable by
+nginx's worker); ``nginx_site`` is nginx serving it as a stock Debian site. The
+helper modules here (``fallback_site``, ``fallback_compare``) are importable from
+the tests: this directory is put on ``sys.path``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import random
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fallback_site import make_site
 from intermediaries.children import MissingBinary, make_workdir
 from intermediaries.site import run_nginx_site
-
-from flyway_core import Address, Settings
-from flyway_core.events import Event
-from flyway_core.plugins import Plugins, make_plugin_manager
-from flyway_core.server import FlywayServer
-
-PASSWORD = "fallback test password"
-Door = Callable[..., contextlib.AbstractAsyncContextManager[tuple[FlywayServer, Address]]]
-
-
-def make_site(root: Path) -> Path:
-    """Fill ``root`` with what a small site has: pages, assets, a big file, directories."""
-    rng = random.Random(12)
-    page = "<html><body><h1>Welcome</h1>" + "x" * 600 + "</body></html>\n"
-    (root / "index.html").write_text(page)
-    (root / "1k.bin").write_bytes(rng.randbytes(1024))
-    (root / "small.txt").write_text("hello, world\n")
-    (root / "style.css").write_text("body { color: #333; }\n" * 20)
-    (root / "app.js").write_text("console.log('hi');\n" * 10)
-    (root / "image.png").write_bytes(rng.randbytes(3000))
-    (root / "big.bin").write_bytes(rng.randbytes(2 << 20))
-    (root / "space name.txt").write_text("a file with a space\n")
-    (root / "docs").mkdir()
-    (root / "docs" / "index.html").write_text("<html><body>docs</body></html>\n")
-    (root / "docs" / "a.txt").write_text("docs a\n")
-    (root / "empty").mkdir()
-    (root / "listing").mkdir()
-    for name in ("b.txt", "a.txt", "sub"):
-        if name == "sub":
-            (root / "listing" / name).mkdir()
-        else:
-            (root / "listing" / name).write_text(name * 10)
-    os.utime(root / "index.html", (1_700_000_000, 1_700_000_000))
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -74,31 +40,3 @@ def nginx_site(site_root: Path) -> Iterator[int]:
         if os.environ.get("CI"):
             raise
         pytest.skip(str(exc))
-
-
-@contextlib.asynccontextmanager
-async def door(
-    spec: str | None, events: list[Event] | None = None, **options: Any
-) -> AsyncIterator[tuple[FlywayServer, Address]]:
-    """A flyway server on 127.0.0.1 with every installed transport and ``-P spec``."""
-    settings = Settings(password=PASSWORD, options=options)
-    plugins = Plugins(make_plugin_manager(blocked=["console"]))
-    fallback = plugins.fallback(spec, settings)
-    server = FlywayServer(
-        Address("127.0.0.1", 0),
-        settings,
-        transports=plugins.transports(settings),
-        fallback=fallback,
-        dialer_for=lambda target: plugins.dialer(target, settings),
-        emit=(events.append if events is not None else lambda event: None),
-    )
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(server.serve(started=bound.set_result))
-    try:
-        yield server, await asyncio.wait_for(bound, 5)
-    finally:
-        task.cancel()
-        await asyncio.wait([task], timeout=5)
-        close = getattr(fallback, "close", None)
-        if close is not None:
-            await close()

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
+from yarl import URL
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HOP_BY_HOP",
     "connection_tokens",
+    "door_location",
     "request_head",
     "request_headers",
     "response_headers",
@@ -119,3 +121,30 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
             continue
         out.add(name, value)
     return out
+
+
+def door_location(
+    location: str, request: web.BaseRequest, upstream_host: str, upstream_port: int
+) -> str:
+    """A ``Location`` that names the upstream's port, named as the client reached the site.
+
+    A site's own redirects (nginx's 301 to a directory's slash form) carry the port it
+    listens on; the client came to the door's. As nginx's ``proxy_redirect default``
+    does, such a URL is rewritten to the client's ``Host`` and the door's port.
+    """
+    try:
+        url = URL(location)
+    except ValueError:
+        return location
+    client_host = request.headers.get("Host", "").rsplit(":", 1)[0]
+    if not url.absolute or url.port != upstream_port:
+        return location
+    if url.host not in (upstream_host, client_host):
+        return location
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    port = sockname[1] if sockname else None
+    scheme = "https" if request.secure else "http"
+    default = 443 if request.secure else 80
+    authority = (client_host or url.host or "") + ("" if port in (None, default) else f":{port}")
+    rest = location.split(url.raw_authority, 1)[1] if url.raw_authority in location else "/"
+    return f"{scheme}://{authority}{rest}"

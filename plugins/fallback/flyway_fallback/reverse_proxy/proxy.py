@@ -40,7 +40,7 @@ from flyway_core import ConfigError
 from flyway_core.frontdoor_guard import claim
 from flyway_core.frontdoor_pages import page
 from flyway_fallback.reverse_proxy.body import RequestBody
-from flyway_fallback.reverse_proxy.headers import request_head, request_headers
+from flyway_fallback.reverse_proxy.headers import door_location, request_head, request_headers
 from flyway_fallback.reverse_proxy.response import ProxiedResponse
 from flyway_fallback.splice import Splice
 
@@ -168,7 +168,12 @@ class ReverseProxyFallback:
             log.debug("the upstream %s failed: %r", self.upstream, exc)
             return page(502, request)
         async with upstream:
-            response = ProxiedResponse(upstream, client_keeps_alive=request.keep_alive)
+            host, port = self.upstream.host, self.upstream.port
+            response = ProxiedResponse(
+                upstream,
+                client_keeps_alive=request.keep_alive,
+                location=lambda value: door_location(value, request, host, port),
+            )
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):

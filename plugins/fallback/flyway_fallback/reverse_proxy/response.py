@@ -10,6 +10,7 @@ chunked it. Whether the client connection stays open is what the upstream said.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -30,9 +31,17 @@ def _has_no_body(method: str, status: int) -> bool:
 class ProxiedResponse(web.StreamResponse):
     """Writes ``upstream``'s head verbatim (but ``Connection``) and then what ``write`` gets."""
 
-    def __init__(self, upstream: aiohttp.ClientResponse, *, client_keeps_alive: bool) -> None:
+    def __init__(
+        self,
+        upstream: aiohttp.ClientResponse,
+        *,
+        client_keeps_alive: bool,
+        location: Callable[[str], str] = lambda value: value,
+    ) -> None:
         super().__init__(status=upstream.status, reason=upstream.reason)
         self._upstream_headers = response_headers(upstream.raw_headers)
+        if "Location" in self._upstream_headers:
+            self._upstream_headers["Location"] = location(self._upstream_headers["Location"])
         tokens = connection_tokens(self._upstream_headers.getall("Connection", []))
         major, minor = upstream.version or (1, 1)
         self._status_line = f"HTTP/{major}.{minor} {upstream.status} "

@@ -1,0 +1,106 @@
+"""An answer written as nginx writes it: its status line, headers in its order, then the body.
+
+``HeadAnswer`` writes its head through the request's writer (public
+``AbstractStreamWriter`` calls, as the door's ``ClosingPage`` does): an
+``HTTP/1.1`` status line whatever the request's version, only the headers given,
+in the order given. The body is bytes (small files, pages; chunked when asked, as
+nginx's gzip filter sends) or a file region sent with ``loop.sendfile`` (the call
+aiohttp's ``FileResponse`` makes; it falls back to reads and writes where the
+transport cannot, as with TLS), so large files never pass through memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from flyway_core.frontdoor_pages import SERVER
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
+
+__all__ = ["FileRegion", "HeadAnswer"]
+
+# nginx writes these (those present) before Connection, and every other header after it
+_BEFORE_CONNECTION = frozenset(
+    {"Content-Type", "Content-Length", "Last-Modified", "Transfer-Encoding", "Location"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """``count`` bytes of the file at ``path`` from ``offset``."""
+
+    path: Path
+    offset: int
+    count: int
+
+
+class HeadAnswer(web.StreamResponse):
+    """Status, headers (after ``Server`` and ``Date``) and a body, written as nginx would."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | FileRegion = b"",
+        *,
+        keep_alive: bool,
+        chunked: bool = False,
+        head_only: bool = False,
+    ) -> None:
+        super().__init__(status=status, reason=reason)
+        connection = ("Connection", "keep-alive" if keep_alive else "close")
+        framing = [h for h in headers if h[0] in _BEFORE_CONNECTION]
+        rest = [h for h in headers if h[0] not in _BEFORE_CONNECTION]
+        date = ("Date", formatdate(usegmt=True))
+        self._head = CIMultiDict([("Server", SERVER), date, *framing, connection, *rest])
+        self._keeps = keep_alive
+        self._payload = body
+        self._chunked = chunked
+        self._head_only = head_only
+        self._out: AbstractStreamWriter | None = None
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._keeps
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._out is not None:
+            return self._out
+        self._out = writer = request.writer
+        if self._chunked and not self._head_only:
+            writer.enable_chunking()
+        await writer.write_headers(f"HTTP/1.1 {self.status} {self.reason}", self._head)
+        body = self._payload
+        if self._head_only:
+            return writer
+        if isinstance(body, FileRegion):
+            writer.send_headers()
+            await writer.drain()
+            await _sendfile(request, body)
+        elif body:
+            await writer.write(body)
+        return writer
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._out is not None and not self._eof_sent:
+            self._eof_sent = True
+            await self._out.write_eof()
+
+
+async def _sendfile(request: web.BaseRequest, region: FileRegion) -> None:
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left")
+    loop = asyncio.get_running_loop()
+    with region.path.open("rb") as file:
+        await loop.sendfile(transport, file, region.offset, region.count)

@@ -1,0 +1,281 @@
+"""``-P /dir``: the directory as nginx serves it, from the request line to the last byte.
+
+Theory of operation, in nginx's order. Requests nginx refuses before looking for
+a file get its answer (``early_status``: 505, 400 for ``CONNECT`` and ``*``, 405
+for ``TRACE``, 413 over 1 MiB). Then the target is located under the root
+(``paths.locate``; refused or missing: 404); methods other than GET, HEAD and
+POST get 405 for what exists (Debian's site looks with ``try_files`` first). A
+directory asked without its slash gets nginx's 301 to it (an absolute
+``Location``, the request's host and the server's port); with it, its
+``index.html``, else a listing with ``autoindex``, else 403. POST to a file is
+405. A file gets 200 with nginx's headers (``Content-Type`` from its
+``mime.types``, ``Last-Modified``, ``ETag`` ``"mtime-size"`` in hex,
+``Accept-Ranges``), or 304 when ``If-None-Match`` / ``If-Modified-Since`` (exact,
+nginx's default) say the client has it, or 206 for one satisfiable byte range
+(416 and nginx's page when none is). HTML over 20 bytes is gzipped, as Debian's
+``gzip on`` does, for HTTP/1.1 clients that accept it (chunked, weak ETag, no
+ranges). Files up to ``SMALL_FILE`` are read and sent with the head in one write;
+larger ones go out with sendfile.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flyway_core.frontdoor_pages import REASONS, page, page_body
+from flyway_fallback.static_files.answer import FileRegion, HeadAnswer
+from flyway_fallback.static_files.listing import listing
+from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
+from flyway_fallback.static_files.paths import Located, locate
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["SMALL_FILE", "StaticFallback", "early_status"]
+
+SMALL_FILE = 64 << 10  # files up to this size are read whole and written with the head
+MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
+_GZIP_MIN = 20  # nginx's gzip_min_length
+_GZIP_MAX = 8 << 20  # larger HTML is sent as it is
+
+
+def early_status(request: web.BaseRequest) -> int | None:
+    """nginx's answer before it looks for a file, if it gives one."""
+    if request.version >= (2, 0):
+        return 505
+    target = request.raw_path
+    if request.method == "CONNECT" or not target.startswith(("/", "http://", "https://")):
+        return 400
+    if request.method == "TRACE":
+        return 405
+    if (request.content_length or 0) > MAX_BODY:
+        return 413
+    return None
+
+
+class StaticFallback:
+    """Serves the files under ``root`` to every non-tunnel request, as nginx would."""
+
+    def __init__(self, root: Path, *, autoindex: bool = False) -> None:
+        self.root = root.resolve()
+        self.autoindex = autoindex
+
+    def __str__(self) -> str:
+        return f"static files from {self.root}" + (" (autoindex)" if self.autoindex else "")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        status = early_status(request)
+        if status is not None:
+            return page(status, request, close=True)
+        if request.can_read_body:
+            await request.release()  # nginx discards an unused body and keeps the connection
+        located = locate(self.root, request.raw_path)
+        if located is None:
+            return page(404, request)
+        try:
+            st = os.stat(located.path)
+        except OSError:
+            return page(404, request)
+        if request.method not in ("GET", "HEAD", "POST"):
+            return page(405, request)  # nginx looks for the file first (try_files)
+        if stat.S_ISDIR(st.st_mode):
+            return self._directory(request, located)
+        if not stat.S_ISREG(st.st_mode):
+            return page(404, request)
+        if request.method == "POST":
+            return page(405, request)
+        return _file(request, located.path, st)
+
+    def _directory(self, request: web.Request, located: Located) -> web.StreamResponse:
+        if not located.slash:
+            return _redirect(request, located)
+        index = located.path / "index.html"
+        try:
+            st = os.stat(index)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            if request.method == "POST":
+                return page(405, request)
+            return _file(request, index, st)
+        if not self.autoindex:
+            return page(403, request)
+        if request.method == "POST":
+            return page(405, request)
+        body = listing(located.path, located.uri)
+        headers = [("Content-Type", "text/html")]
+        return _maybe_gzipped(request, body, headers, "", len(body))
+
+
+def _redirect(request: web.Request, located: Located) -> web.StreamResponse:
+    """nginx's 301 to the directory's slash form (``absolute_redirect``, ``port_in_redirect``)."""
+    host = request.headers.get("Host", "").rsplit(":", 1)[0] if request.host else ""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    port = sockname[1] if sockname else 80
+    where = request.raw_path.partition("?")[0]
+    where = where if where.startswith("/") else located.uri
+    location = f"http://{host or 'localhost'}{'' if port == 80 else f':{port}'}{where}/"
+    if located.query:
+        location += "?" + located.query
+    body = b"" if request.method == "HEAD" else page_body(301)
+    headers = [("Content-Type", "text/html"), ("Content-Length", str(len(page_body(301))))]
+    headers.append(("Location", location))
+    return HeadAnswer(
+        301,
+        REASONS[301],
+        headers,
+        body,
+        keep_alive=request.keep_alive,
+        head_only=request.method == "HEAD",
+    )
+
+
+def _etag(st: os.stat_result) -> str:
+    return f'"{int(st.st_mtime):x}-{st.st_size:x}"'
+
+
+def _not_modified(request: web.Request, etag: str, mtime: int) -> bool:
+    """nginx's not-modified filter: every condition given must say the client has it."""
+    since = request.headers.get("If-Modified-Since")
+    match = request.headers.get("If-None-Match")
+    if since is None and match is None:
+        return False
+    if since is not None:
+        try:
+            if int(parsedate_to_datetime(since).timestamp()) != mtime:
+                return False
+        except (TypeError, ValueError):
+            return False
+    if match is not None:
+        tags = [t.strip().removeprefix("W/") for t in match.split(",")]
+        if "*" not in tags and etag not in tags:
+            return False
+    return True
+
+
+def _byte_range(request: web.Request, size: int, etag: str, mtime: int) -> tuple[int, int] | None:
+    """One satisfiable range as (start, end inclusive); None: send it whole.
+
+    Raises ``_Unsatisfiable`` when no range of a valid ``Range`` fits the file.
+    """
+    header = request.headers.get("Range", "")
+    if not header.startswith("bytes="):
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != etag and if_range != _http_date(mtime):
+        return None
+    ranges = []
+    for part in header[6:].split(","):
+        first, dash, last = part.strip().partition("-")
+        if not dash or not (first.isdigit() or (not first and last.isdigit())):
+            return None
+        if last and not last.isdigit():
+            return None
+        if not first:
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+            if start > end and start < size:
+                return None
+        if start < size:
+            ranges.append((start, end))
+    if not ranges:
+        raise _Unsatisfiable
+    return ranges[0] if len(ranges) == 1 else None
+
+
+class _Unsatisfiable(Exception):
+    """No range of the request's ``Range`` lies within the file."""
+
+
+def _http_date(when: float) -> str:
+    return formatdate(when, usegmt=True)
+
+
+def _content_type(path: Path) -> str:
+    return TYPES.get(path.suffix[1:].lower(), DEFAULT_TYPE) if path.suffix else DEFAULT_TYPE
+
+
+def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamResponse:
+    size, mtime = st.st_size, int(st.st_mtime)
+    etag, modified = _etag(st), _http_date(mtime)
+    keep, head = request.keep_alive, request.method == "HEAD"
+    if _not_modified(request, etag, mtime):
+        headers = [("Last-Modified", modified), ("ETag", etag)]
+        return HeadAnswer(304, "Not Modified", headers, keep_alive=keep, head_only=True)
+    ctype = _content_type(path)
+    if ctype == "text/html" and _GZIP_MIN <= size <= _GZIP_MAX and _gzip_wanted(request):
+        return _maybe_gzipped(
+            request, path.read_bytes(), [("Content-Type", ctype)], modified, size, etag
+        )
+    try:
+        chosen = _byte_range(request, size, etag, mtime)
+    except _Unsatisfiable:
+        body = page_body(416)
+        headers = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
+        headers.append(("Content-Range", f"bytes */{size}"))
+        return HeadAnswer(
+            416, REASONS[416], headers, b"" if head else body, keep_alive=keep, head_only=head
+        )
+    start, count, status = 0, size, 200
+    if chosen is not None:
+        start, count, status = chosen[0], chosen[1] - chosen[0] + 1, 206
+    headers = [("Content-Type", ctype), ("Content-Length", str(count)), ("Last-Modified", modified)]
+    headers.append(("ETag", etag))
+    if status == 206:
+        headers.append(("Content-Range", f"bytes {start}-{start + count - 1}/{size}"))
+    else:
+        headers.append(("Accept-Ranges", "bytes"))
+    reason = "OK" if status == 200 else "Partial Content"
+    if head or count == 0:
+        return HeadAnswer(status, reason, headers, keep_alive=keep, head_only=True)
+    if count <= SMALL_FILE:
+        with path.open("rb") as file:
+            file.seek(start)
+            data = file.read(count)
+        return HeadAnswer(status, reason, headers, data, keep_alive=keep)
+    return HeadAnswer(status, reason, headers, FileRegion(path, start, count), keep_alive=keep)
+
+
+def _gzip_wanted(request: web.Request) -> bool:
+    if request.version < (1, 1) or request.method == "HEAD":
+        return False
+    for coding in request.headers.get("Accept-Encoding", "").lower().split(","):
+        name, _, params = coding.partition(";")
+        if name.strip() in ("gzip", "x-gzip"):
+            q = params.replace(" ", "").removeprefix("q=")
+            return not (params and q.strip("0.") == "" and q[:1] == "0")
+    return False
+
+
+def _maybe_gzipped(
+    request: web.Request,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    modified: str,
+    size: int,
+    etag: str = "",
+) -> web.StreamResponse:
+    """``body`` as nginx's gzip filter sends it (when the client takes it), else as it is."""
+    keep, head = request.keep_alive, request.method == "HEAD"
+    if size >= _GZIP_MIN and _gzip_wanted(request):
+        deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+        packed = deflate.compress(body) + deflate.flush()
+        out = [*headers]
+        if modified:
+            out.append(("Last-Modified", modified))
+        out.append(("Transfer-Encoding", "chunked"))
+        if etag:
+            out.append(("ETag", "W/" + etag))
+        out.append(("Content-Encoding", "gzip"))
+        return HeadAnswer(200, "OK", out, packed, keep_alive=keep, chunked=True)
+    out = [*headers, ("Content-Length", str(len(body)))]
+    if modified:
+        out.append(("Last-Modified", modified))
+    return HeadAnswer(200, "OK", out, b"" if head else body, keep_alive=keep, head_only=head)

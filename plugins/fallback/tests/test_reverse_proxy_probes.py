@@ -1,0 +1,145 @@
+"""The heart of issue 12: a site alone and the same site behind flyway -P look the same.
+
+nginx serves ``site_root`` (a stock Debian site); flyway with every installed
+transport fronts it with ``-P http://``. Every probe of the corpus
+(``flyway_core.testing.probes.PROBES``, plus what a site with files invites and
+replays of captured tunnel requests) goes to both over raw sockets: the answers
+(status, headers but the Date, body), how the connection ends (held, FIN or RST)
+and when, must be the same; the median time of 200 tries must differ by no more
+than noise. docs/fallback.md lists what can still tell them apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import statistics
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from fallback_compare import comparable, median_ms, same_answers, timed
+from fallback_site import PASSWORD, door
+from intermediaries.recording_relay import RecordingRelay
+
+from flyway_core import ServerURL, Settings
+from flyway_core.protocol import ClientConnection, derive_master_key
+from flyway_core.testing import EchoServer, forwarding, hashed_exchange
+from flyway_core.testing.probes import PROBES, Answer, Probe
+
+SITE_PROBES = [
+    Probe(name, (head + "\r\n\r\n").encode())
+    for name, head in [
+        ("directory without its slash", "GET /docs HTTP/1.1\r\nHost: x"),
+        ("directory without an index", "GET /empty/ HTTP/1.1\r\nHost: x"),
+        ("a range", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19"),
+        ("two ranges", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6"),
+        ("a range past the end", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5000-"),
+        ("a dot-dot path", "GET /../etc/passwd HTTP/1.1\r\nHost: x"),
+        ("HTTP/1.0 keep-alive", "GET /small.txt HTTP/1.0\r\nConnection: keep-alive"),
+        ("If-None-Match", 'GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: "x"'),
+    ]
+]
+TIMED = ["GET /", "missing path", "64 random bytes", "POST of random bytes", "HTTP/1.0"]
+
+
+@pytest.fixture
+async def proxied(nginx_site: int) -> AsyncIterator[int]:
+    async with door(f"http://127.0.0.1:{nginx_site}") as (_, bound):
+        yield bound.port
+
+
+def _assert_alike(ours: Answer, theirs: Answer, ours_port: int, site_port: int) -> None:
+    assert comparable(ours, ours_port) == comparable(theirs, site_port)
+    assert ours.ending == theirs.ending  # held, FIN or RST
+    if theirs.closed:  # closed at the same moment, within scheduling noise
+        assert abs(ours.elapsed - theirs.elapsed) < 0.25, (ours.elapsed, theirs.elapsed)
+
+
+@pytest.mark.parametrize("probe", [*PROBES, *SITE_PROBES], ids=lambda p: p.name)
+async def test_a_probe_gets_the_sites_own_answer(
+    probe: Probe, proxied: int, nginx_site: int
+) -> None:
+    ours, theirs = await same_answers(probe, proxied, nginx_site)
+    _assert_alike(ours, theirs, proxied, nginx_site)
+
+
+async def test_replayed_http_tunnel_requests_get_the_sites_answer(
+    nginx_site: int,
+) -> None:
+    """Requests captured on the path of a real HTTP POST session, replayed as they were
+    and with one byte flipped, are answered as the site answers the same bytes."""
+    relay = RecordingRelay()
+    async with door(f"http://127.0.0.1:{nginx_site}") as (_, bound), EchoServer() as echo:
+        url = ServerURL.parse(await relay.start(bound.port), default_port=80)
+        try:
+            async with forwarding(url, "http", Settings(password=PASSWORD), [echo], []) as (
+                _,
+                ports,
+            ):
+                sent, echoed, *_ = await hashed_exchange(ports[echo], 200_000)
+                assert sent == echoed
+        finally:
+            await relay.close()
+        captured = [r for r in relay.recorded if r.method == "POST" and r.body][:6]
+        assert len(captured) >= 3
+        for number, request in enumerate(captured):
+            head = f"{request.method} {request.path} HTTP/1.1\r\nHost: x\r\n"
+            for name, value in request.headers.items():
+                if name.lower() not in ("host", "content-length"):
+                    head += f"{name}: {value}\r\n"
+            head += f"Content-Length: {len(request.body)}\r\n\r\n"
+            flipped = bytearray(request.body)
+            flipped[number % len(flipped)] ^= 0x01
+            for body in (request.body, bytes(flipped)):
+                probe = Probe("replay", head.encode() + body)
+                ours, theirs = await same_answers(probe, bound.port, nginx_site)
+                assert ours.responses, "no answer to a replay"
+                _assert_alike(ours, theirs, bound.port, nginx_site)
+
+
+async def test_a_replayed_websocket_upgrade_gets_the_sites_answer(
+    proxied: int, nginx_site: int
+) -> None:
+    hello = ClientConnection(derive_master_key(PASSWORD), now=time.time()).hello()
+    token = base64.urlsafe_b64encode(hello).rstrip(b"=").decode()
+    upgrade = (
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Cookie: sid={token}\r\n\r\n"
+    ).encode()
+    first, _ = await same_answers(Probe("the session", upgrade), proxied, nginx_site)
+    assert first.responses[0].status == 101  # the real thing, once
+    flipped = upgrade.replace(token[:8].encode(), token[:7].encode() + b"A", 1)
+    for data in (upgrade, flipped):
+        ours, theirs = await same_answers(Probe("replay", data), proxied, nginx_site)
+        _assert_alike(ours, theirs, proxied, nginx_site)
+
+
+async def test_the_median_of_200_tries_is_the_sites_within_noise(
+    proxied: int, nginx_site: int
+) -> None:
+    """Interleaved tries, each a new connection; the proxy's cost must stay within 1 ms
+    (or the site's own spread, if that is larger) of the site alone on loopback."""
+    probes = {p.name: p for p in PROBES}
+    report = []
+    for name in TIMED:
+        ours, theirs = [], []
+        for _ in range(200):
+            ours.append(await timed(proxied, probes[name]))
+            theirs.append(await timed(nginx_site, probes[name]))
+        quartiles = statistics.quantiles(theirs, n=4)
+        noise = max(1.0, (quartiles[2] - quartiles[0]) * 1000)
+        extra = median_ms(ours) - median_ms(theirs)
+        report.append(f"{name}: +{extra:.2f} ms (noise {noise:.2f} ms)")
+        assert extra <= noise, report
+    print("; ".join(report))
+
+
+async def test_the_tunnel_still_works_in_front_of_the_site(nginx_site: int) -> None:
+    async with door(f"http://127.0.0.1:{nginx_site}") as (_, bound), EchoServer() as echo:
+        url = ServerURL("http", "127.0.0.1", bound.port)
+        for transport in ("ws", "http"):
+            settings = Settings(password=PASSWORD)
+            async with forwarding(url, transport, settings, [echo], []) as (_, ports):
+                sent, echoed, *_ = await hashed_exchange(ports[echo], 1 << 20)
+                assert sent == echoed
