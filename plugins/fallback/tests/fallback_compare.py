@@ -9,7 +9,23 @@ import time
 
 from flyway_core.testing.probes import Answer, Probe, answer
 
-__all__ = ["Comparable", "comparable", "median_ms", "same_answers", "timed"]
+__all__ = ["SITE_PROBES", "Comparable", "comparable", "median_ms", "same_answers", "timed"]
+
+# what a site with files invites beyond the corpus (paths of fallback_site.make_site)
+SITE_PROBES = [
+    Probe(name, (head + "\r\n\r\n").encode())
+    for name, head in [
+        ("directory without its slash", "GET /docs HTTP/1.1\r\nHost: x"),
+        ("directory without an index", "GET /empty/ HTTP/1.1\r\nHost: x"),
+        ("a range", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19"),
+        ("two ranges", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6"),
+        ("a range past the end", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5000-"),
+        ("a dot-dot path", "GET /../etc/passwd HTTP/1.1\r\nHost: x"),
+        ("HTTP/1.0 keep-alive", "GET /small.txt HTTP/1.0\r\nConnection: keep-alive"),
+        ("If-None-Match", 'GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: "x"'),
+    ]
+]
+
 
 Comparable = list[tuple[str, list[tuple[str, str]], bytes]]
 _BOUNDARY = re.compile(rb"\d{20}")

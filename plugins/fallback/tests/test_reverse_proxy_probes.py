@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from fallback_compare import comparable, median_ms, same_answers, timed
+from fallback_compare import SITE_PROBES, comparable, median_ms, same_answers, timed
 from fallback_site import PASSWORD, door
 from intermediaries.recording_relay import RecordingRelay
 
@@ -26,19 +26,6 @@ from flyway_core.protocol import ClientConnection, derive_master_key
 from flyway_core.testing import EchoServer, forwarding, hashed_exchange
 from flyway_core.testing.probes import PROBES, Answer, Probe
 
-SITE_PROBES = [
-    Probe(name, (head + "\r\n\r\n").encode())
-    for name, head in [
-        ("directory without its slash", "GET /docs HTTP/1.1\r\nHost: x"),
-        ("directory without an index", "GET /empty/ HTTP/1.1\r\nHost: x"),
-        ("a range", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19"),
-        ("two ranges", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6"),
-        ("a range past the end", "GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5000-"),
-        ("a dot-dot path", "GET /../etc/passwd HTTP/1.1\r\nHost: x"),
-        ("HTTP/1.0 keep-alive", "GET /small.txt HTTP/1.0\r\nConnection: keep-alive"),
-        ("If-None-Match", 'GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: "x"'),
-    ]
-]
 TIMED = ["GET /", "missing path", "64 random bytes", "POST of random bytes", "HTTP/1.0"]
 
 

@@ -36,12 +36,14 @@ from flyway_fallback.static_files.paths import Located, locate
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["SMALL_FILE", "StaticFallback", "early_status"]
+__all__ = ["MULTIPART_MAX", "SMALL_FILE", "StaticFallback", "early_status"]
 
 SMALL_FILE = 64 << 10  # files up to this size are read whole and written with the head
 MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
 _GZIP_MIN = 20  # nginx's gzip_min_length
 _GZIP_MAX = 8 << 20  # larger HTML is sent as it is
+MULTIPART_MAX = 8 << 20  # bytes of several ranges answered at once (more: the whole file)
+_boundaries = 0  # multipart answers so far (their boundary)
 
 
 def early_status(request: web.BaseRequest) -> int | None:
@@ -109,7 +111,7 @@ class StaticFallback:
             return page(405, request)
         body = listing(located.path, located.uri)
         headers = [("Content-Type", "text/html")]
-        return _maybe_gzipped(request, body, headers, "", len(body))
+        return _maybe_gzipped(request, body, headers, "", len(body), streamed=True)
 
 
 def _redirect(request: web.Request, located: Located) -> web.StreamResponse:
@@ -158,10 +160,13 @@ def _not_modified(request: web.Request, etag: str, mtime: int) -> bool:
     return True
 
 
-def _byte_range(request: web.Request, size: int, etag: str, mtime: int) -> tuple[int, int] | None:
-    """One satisfiable range as (start, end inclusive); None: send it whole.
+def _byte_ranges(
+    request: web.Request, size: int, etag: str, mtime: int
+) -> list[tuple[int, int]] | None:
+    """The satisfiable ranges, as (start, end inclusive), in the request's order.
 
-    Raises ``_Unsatisfiable`` when no range of a valid ``Range`` fits the file.
+    None: send it whole (no ``Range``, an ``If-Range`` that does not match, a ``Range``
+    nginx does not parse). Raises ``_Unsatisfiable`` when no range fits the file.
     """
     header = request.headers.get("Range", "")
     if not header.startswith("bytes="):
@@ -187,7 +192,7 @@ def _byte_range(request: web.Request, size: int, etag: str, mtime: int) -> tuple
             ranges.append((start, end))
     if not ranges:
         raise _Unsatisfiable
-    return ranges[0] if len(ranges) == 1 else None
+    return ranges
 
 
 class _Unsatisfiable(Exception):
@@ -215,7 +220,7 @@ def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamRes
             request, path.read_bytes(), [("Content-Type", ctype)], modified, size, etag
         )
     try:
-        chosen = _byte_range(request, size, etag, mtime)
+        chosen = _byte_ranges(request, size, etag, mtime)
     except _Unsatisfiable:
         body = page_body(416)
         headers = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
@@ -223,9 +228,11 @@ def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamRes
         return HeadAnswer(
             416, REASONS[416], headers, b"" if head else body, keep_alive=keep, head_only=head
         )
+    if chosen is not None and len(chosen) > 1:
+        return _multipart(request, path, chosen, size, ctype, modified, etag)
     start, count, status = 0, size, 200
     if chosen is not None:
-        start, count, status = chosen[0], chosen[1] - chosen[0] + 1, 206
+        start, count, status = chosen[0][0], chosen[0][1] - chosen[0][0] + 1, 206
     headers = [("Content-Type", ctype), ("Content-Length", str(count)), ("Last-Modified", modified)]
     headers.append(("ETag", etag))
     if status == 206:
@@ -241,6 +248,57 @@ def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamRes
             data = file.read(count)
         return HeadAnswer(status, reason, headers, data, keep_alive=keep)
     return HeadAnswer(status, reason, headers, FileRegion(path, start, count), keep_alive=keep)
+
+
+def _multipart(
+    request: web.Request,
+    path: Path,
+    ranges: list[tuple[int, int]],
+    size: int,
+    ctype: str,
+    modified: str,
+    etag: str,
+) -> web.StreamResponse:
+    """nginx's ``multipart/byteranges`` answer: each range with its own small head.
+
+    The boundary is a counter of this process, twenty digits, as nginx's is of its own.
+    Past ``MULTIPART_MAX`` bytes in all, the file is sent whole instead (a bound on
+    what one request makes the server hold).
+    """
+    global _boundaries
+    if sum(end - start + 1 for start, end in ranges) > MULTIPART_MAX:
+        return _file_whole(request, path, size, ctype, modified, etag)
+    _boundaries += 1
+    boundary = f"{_boundaries:020d}"
+    parts = []
+    with path.open("rb") as file:
+        for start, end in ranges:
+            file.seek(start)
+            head = f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\n"
+            head += f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n"
+            parts += [head.encode(), file.read(end - start + 1)]
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    body = b"".join(parts)
+    headers = [("Content-Type", f"multipart/byteranges; boundary={boundary}")]
+    headers += [("Content-Length", str(len(body))), ("Last-Modified", modified), ("ETag", etag)]
+    head_only = request.method == "HEAD"
+    return HeadAnswer(
+        206,
+        "Partial Content",
+        headers,
+        b"" if head_only else body,
+        keep_alive=request.keep_alive,
+        head_only=head_only,
+    )
+
+
+def _file_whole(
+    request: web.Request, path: Path, size: int, ctype: str, modified: str, etag: str
+) -> web.StreamResponse:
+    headers = [("Content-Type", ctype), ("Content-Length", str(size)), ("Last-Modified", modified)]
+    headers += [("ETag", etag), ("Accept-Ranges", "bytes")]
+    body = FileRegion(path, 0, size)
+    return HeadAnswer(200, "OK", headers, body, keep_alive=request.keep_alive)
 
 
 def _gzip_wanted(request: web.Request) -> bool:
@@ -261,9 +319,25 @@ def _maybe_gzipped(
     modified: str,
     size: int,
     etag: str = "",
+    *,
+    streamed: bool = False,
 ) -> web.StreamResponse:
-    """``body`` as nginx's gzip filter sends it (when the client takes it), else as it is."""
+    """``body`` as nginx's gzip filter sends it (when the client takes it), else as it is.
+
+    ``streamed``: nginx made it on the fly (a listing): no length, so chunked for
+    HTTP/1.1 and until the close for HTTP/1.0.
+    """
     keep, head = request.keep_alive, request.method == "HEAD"
+    if streamed and not _gzip_wanted(request):
+        out = [*headers]
+        if request.version >= (1, 1):
+            out.append(("Transfer-Encoding", "chunked"))
+        else:
+            keep = False
+        chunked = request.version >= (1, 1)
+        return HeadAnswer(
+            200, "OK", out, b"" if head else body, keep_alive=keep, chunked=chunked, head_only=head
+        )
     if size >= _GZIP_MIN and _gzip_wanted(request):
         deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
         packed = deflate.compress(body) + deflate.flush()
