@@ -1,0 +1,306 @@
+"""``-P http://``: a reverse proxy people would run in front of their site.
+
+An aiohttp upstream in this process shows what arrives (head and a hash of the
+body); nginx (stock config, in front of a dead or a mute origin) is the reference
+for the 502 and 504 pages; curl sends ``Expect: 100-continue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from fallback_compare import comparable
+from fallback_site import door
+from flyway_fallback import reverse_proxy
+from intermediaries.children import make_workdir
+from intermediaries.proxies import run_nginx
+from intermediaries.site import run_nginx_site
+
+from flyway_core import ConfigError, Settings
+from flyway_core.testing import free_port
+from flyway_core.testing.probes import Probe, answer
+
+
+@dataclass
+class Upstream:
+    """What the upstream saw: each request's head and body hash, and its connections."""
+
+    port: int = 0
+    seen: list[dict[str, object]] = field(default_factory=list)
+    connections: set[int] = field(default_factory=set)
+
+
+UPSTREAM = web.AppKey("upstream", Upstream)
+
+
+async def _echo(request: web.Request) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
+    digest, size = hashlib.sha256(), 0
+    async for piece in request.content.iter_any():
+        digest.update(piece)
+        size += len(piece)
+    assert request.transport is not None
+    upstream.connections.add(id(request.transport))
+    upstream.seen.append(
+        {
+            "method": request.method,
+            "target": request.raw_path,
+            "headers": [(k.decode(), v.decode()) for k, v in request.raw_headers],
+            "sha": digest.hexdigest(),
+            "size": size,
+        }
+    )
+    return web.Response(text="seen", headers={"X-Upstream": "yes", "Connection": "keep-alive"})
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for _ in range(3):
+        await response.write(b"piece\n")
+        await asyncio.sleep(0.3)
+    await response.write_eof()
+    return response
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await ws.send_str("echo: " + message.data)
+    return ws
+
+
+async def _cut(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Length": "1000000"})
+    await response.prepare(request)
+    await response.write(b"x" * 1000)
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    state = Upstream()
+    app = web.Application(client_max_size=64 << 20)
+    app[UPSTREAM] = state
+    app.router.add_route("*", "/stream", _stream)
+    app.router.add_route("GET", "/ws", _ws)
+    app.router.add_route("GET", "/cut", _cut)
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.port = runner.addresses[0][1]
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+async def test_heads_arrive_with_forwarding_headers_and_without_hop_by_hop(
+    upstream: Upstream,
+) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}/pre") as (_, bound):
+        raw = (
+            "GET /a%2Fb/../c?q=1 HTTP/1.1\r\nHost: site.example\r\nX-Keep: Yes\r\n"
+            "Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+            "X-Forwarded-For: 10.0.0.9\r\n\r\n"
+        )
+        got = await answer(bound.port, Probe("head", raw.encode()))
+    assert got.responses[0].status == 200
+    (seen,) = upstream.seen
+    assert seen["target"] == "/pre/a%2Fb/../c?q=1"  # nothing re-encoded or normalised
+    headers = dict(seen["headers"])  # type: ignore[arg-type]
+    assert headers["Host"] == "site.example"
+    assert headers["X-Keep"] == "Yes"
+    assert headers["X-Forwarded-For"] == "10.0.0.9, 127.0.0.1"
+    assert headers["X-Forwarded-Proto"] == "http"
+    assert headers["X-Forwarded-Host"] == "site.example"
+    for gone in ("X-Drop", "Keep-Alive", "TE", "User-Agent", "Accept-Encoding", "Accept"):
+        assert gone not in headers
+    # the answer: the upstream's own headers, in its order (aiohttp names itself as Server)
+    names = [name for name, _ in got.responses[0].headers]
+    assert "X-Upstream" in names and dict(got.responses[0].headers)["Server"].startswith("Python")
+
+
+async def test_the_upstreams_host_when_asked(upstream: Upstream) -> None:
+    spec = f"http://127.0.0.1:{upstream.port}"
+    async with door(spec, reverse_proxy_host="upstream") as (_, bound):
+        await answer(bound.port, Probe("h", b"GET / HTTP/1.1\r\nHost: site.example\r\n\r\n"))
+    headers = dict(upstream.seen[0]["headers"])  # type: ignore[arg-type]
+    assert headers["Host"] == f"127.0.0.1:{upstream.port}"
+    assert headers["X-Forwarded-Host"] == "site.example"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_request_bodies_stream_up_intact(upstream: Upstream, chunked: bool) -> None:
+    body = os.urandom(5 << 20)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            data = pieces() if chunked else body
+            async with http.post(f"http://127.0.0.1:{bound.port}/up", data=data) as response:
+                assert response.status == 200
+    (seen,) = upstream.seen
+    assert seen["sha"] == hashlib.sha256(body).hexdigest()
+    assert ("Transfer-Encoding", "chunked") in seen["headers"] if chunked else True  # type: ignore[operator]
+
+
+async def test_a_body_a_tunnel_handler_read_reaches_the_site_whole(upstream: Upstream) -> None:
+    """A POST that looks like an HTTP tunnel envelope is read by the transport, found not
+    to be one, and must still reach the site whole (goflyway's -P lost it)."""
+    body = os.urandom(5000)
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{bound.port}/", data=body) as response:
+                assert response.status == 200
+    assert upstream.seen[0]["sha"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_forged_websocket_key_gets_no_101_from_flyway(upstream: Upstream) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        raw = (
+            "GET /page HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        got = await answer(bound.port, Probe("ws", raw.encode()))
+    assert got.responses[0].status == 200  # the site's answer to its own page
+    assert upstream.seen[0]["target"] == "/page"
+
+
+async def test_responses_stream_down_as_the_site_writes(upstream: Upstream) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{bound.port}/stream") as response:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                first = await response.content.readline()
+                assert first == b"piece\n" and loop.time() - start < 0.25
+                assert await response.read() == b"piece\n" * 2
+
+
+async def test_a_websocket_passes_through_to_the_site(upstream: Upstream) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"ws://127.0.0.1:{bound.port}/ws") as ws:
+                for text in ("one", "two"):
+                    await ws.send_str(text)
+                    assert (await ws.receive(timeout=5)).data == f"echo: {text}"
+
+
+async def test_upstream_connections_are_pooled(upstream: Upstream) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            for _ in range(30):
+                async with http.get(f"http://127.0.0.1:{bound.port}/x") as response:
+                    await response.read()
+            clients = [aiohttp.ClientSession() for _ in range(10)]
+            try:
+                await asyncio.gather(*(c.get(f"http://127.0.0.1:{bound.port}/y") for c in clients))
+            finally:
+                await asyncio.gather(*(c.close() for c in clients))
+    assert len(upstream.seen) == 40
+    assert len(upstream.connections) <= 11  # one kept alive for the 30, one per parallel one
+
+
+async def test_an_upstream_failing_mid_answer_closes_the_client(upstream: Upstream) -> None:
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        got = await answer(bound.port, Probe("cut", b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert got.closed and len(got.raw) < 1_000_000
+
+
+async def test_a_1_gib_download_keeps_memory_flat() -> None:
+    root = make_workdir("huge")
+    size = 1 << 30
+    with (root / "huge.bin").open("wb") as sparse:
+        sparse.truncate(size)  # a sparse file of zeros: nginx sends it without a disk read
+    (root / "huge.bin").chmod(0o644)
+    try:
+        with run_nginx_site(root) as nginx:
+            async with door(f"http://127.0.0.1:{nginx.port}") as (_, bound):
+                async with aiohttp.ClientSession(auto_decompress=False) as http:
+                    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    crc, got = 0, 0
+                    url = f"http://127.0.0.1:{bound.port}/huge.bin"
+                    async with http.get(url) as response:
+                        async for piece in response.content.iter_chunked(1 << 20):
+                            crc = zlib.crc32(piece, crc)
+                            got += len(piece)
+                    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert got == size
+    assert crc == _zeros_crc(size)
+    assert grown < 32 << 10, f"peak RSS grew by {grown} KiB over 1 GiB"
+
+
+def _zeros_crc(size: int) -> int:
+    block, crc = bytes(1 << 20), 0
+    for _ in range(size >> 20):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+async def test_expect_100_continue_from_curl_reaches_the_site(upstream: Upstream) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    body = os.urandom(200_000)
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        process = await asyncio.create_subprocess_exec(
+            curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect: 100-continue",
+            "--data-binary", "@-", f"http://127.0.0.1:{bound.port}/upload",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(body), 10)
+    assert out == b"200"
+    assert upstream.seen[0]["sha"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_dead_site_gets_nginxs_502_and_a_mute_one_its_504() -> None:
+    dead = free_port()
+    mute = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    mute_port = mute.sockets[0].getsockname()[1]
+    probe = Probe("get", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        for port, status in ((dead, 502), (mute_port, 504)):
+            extra = "proxy_read_timeout 1s;"
+            with run_nginx(port, template="nginx-stock.conf.in", location_extra=extra) as nginx:
+                spec = f"http://127.0.0.1:{port}"
+                async with door(spec, reverse_proxy_timeout=1.0) as (_, bound):
+                    ours, theirs = await asyncio.gather(
+                        answer(bound.port, probe, quiet=2.0), answer(nginx.port, probe, quiet=2.0)
+                    )
+            assert [r.status for r in ours.responses] == [status]
+            assert comparable(ours, bound.port) == comparable(theirs, nginx.port)
+            assert ours.ending == theirs.ending
+    finally:
+        mute.close()
+
+
+def test_a_bad_spec_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected http://HOST:PORT"):
+        reverse_proxy.fallback_for("http://", Settings())
+    with pytest.raises(ConfigError, match="query"):
+        reverse_proxy.fallback_for("http://127.0.0.1:1/?a=b", Settings())
+    assert reverse_proxy.fallback_for("/var/www", Settings()) is None
+    assert reverse_proxy.fallback_for(None, Settings()) is None
