@@ -187,7 +187,8 @@ async def test_at_the_cap_slow_heads_make_room_for_a_visitor() -> None:
 def test_the_guard_reads_what_it_needs_of_aiohttp() -> None:
     """The few internals of aiohttp's RequestHandler the guard reads are still there."""
     names = {"_request_count", "_messages", "_payload_parser", "_reading_paused"}
-    names |= {"_buffer_paused", "_request_in_progress"}
+    names |= {"_buffer_paused", "_request_in_progress", "_message_tail", "_manager"}
+    names |= {"_keepalive_handle"}
     slots = {s for cls in DoorProtocol.__mro__ for s in getattr(cls, "__slots__", ())}
     assert names <= slots
 
