@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hops import Intermediaries
+from .lossy import LossyKcpTunnel
 from .processes import Tunnel
 from .relays import BARE, BARE_MODES, BARE_WS, BareRelay, BareWebSocketRelay
 from .socks import Socks5Tunnel
@@ -53,6 +54,14 @@ COLUMNS: dict[str, Column] = {
             default=True,
         ),
         Column("kcp", "kcp", ("-K",), "-K"),
+        # -K through tests/intermediaries/lossy_udp.py: 5% loss and 30 ms each way.
+        Column(
+            "kcp-lossy",
+            "kcp",
+            ("-K",),
+            "-K via a lossy UDP relay (5% loss, 30 ms each way)",
+            kind=LossyKcpTunnel,
+        ),
         # -D instead of -L, over ws: compare with the ws column of the same run.
         Column(
             "socks5", "ws", ("-w",), "-w -D PORT, the driver speaking SOCKS5", kind=Socks5Tunnel

@@ -67,6 +67,7 @@ async def _guarded(
             coro.close()  # type: ignore[attr-defined]
         return {"error": f"not run: {dead}"}
     cpu_before = tunnel.cpu() if tunnel else {}
+    wire_before = tunnel.wire() if tunnel else {}
     wall = time.perf_counter()
     try:
         result = await coro
@@ -80,6 +81,8 @@ async def _guarded(
             k: round(v - cpu_before.get(k, 0.0), 3) for k, v in tunnel.cpu().items()
         }
         result["wall_seconds"] = round(wall, 3)
+        if wire := tunnel.wire():
+            result["wire"] = {k: v - wire_before.get(k, 0) for k, v in wire.items()}
         if dead := tunnel.alive():
             result.setdefault("error", f"process died: {dead}")
     if say:
@@ -170,6 +173,8 @@ async def measure_all(
             for label, ports, t in on(name):
                 if rounds[label] and "error" in rounds[label][-1]:
                     continue
+                share = t.latency_share if t is not None else 1.0
+                samples, warm = max(20, int(count * share)), max(1, int(warmup * share))
                 rounds[label].append(
                     await _guarded(
                         label,
@@ -177,7 +182,7 @@ async def measure_all(
                         t,
                         _with_timeout(
                             seconds / plan.rounds,
-                            measure(ports, count // plan.rounds, max(1, warmup // plan.rounds)),
+                            measure(ports, samples // plan.rounds, max(1, warm // plan.rounds)),
                         ),
                         say=False,
                     )

@@ -91,6 +91,7 @@ class Tunnel:
 
     header: ClassVar[str] = "tunnel ({})"
     metrics: ClassVar[tuple[str, ...] | None] = None  # None: every metric
+    latency_share: ClassVar[float] = 1.0  # of the plan's latency samples (a slow link: fewer)
 
     label: str
     transport: str
@@ -229,6 +230,10 @@ class Tunnel:
         if self.via_child is not None and not self.via_child.alive():
             dead.append(f"{self.via} exited with {self.via_child.process.returncode}")
         return "; ".join(dead)
+
+    def wire(self) -> dict[str, int]:
+        """Counters of what crossed the wire so far (a relay's), or {} when none are kept."""
+        return {}
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of the server and the client."""

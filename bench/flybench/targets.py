@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .lossy import retransmitted
 from .processes import Tunnel
 from .relays import BARE_WS, BareRelay
 
 __all__ = ["evaluate_targets", "reference_lines"]
 
 TARGET_WS, TARGET_HTTP, TARGET_NGINX = "ws", "http", "http-nginx"
+TARGET_KCP, TARGET_KCP_LOSSY = "kcp", "kcp-lossy"  # loopback, and 5% loss / 30 ms each way
+KCP_LOSSY_MBPS = 4.0
+KCP_LOSSY_RTT_MS = 70
+KCP_RETRANSMIT_MAX = 0.30
 TARGET_SOCKS5 = "socks5"  # -D over ws, against the ws column (-L) of the same run
 SOCKS5_CONNECT_EXTRA_US = 500
 SOCKS5_THROUGHPUT_MIN = 0.8  # "equal within noise": run-to-run spread of ws alone is ~±15 %
@@ -159,6 +164,36 @@ def evaluate_targets(
                     per <= 20 and r["reached_target"] == 1000,
                     f"{per:.1f} KiB ({r['reached_target']} reached the target)",
                 )
+
+    # KCP: on loopback against direct; through the lossy relay in absolute terms
+    throughput(TARGET_KCP, 0.08, "KCP")
+    value, why = rtt_p50(TARGET_KCP)
+    if value is None:
+        verdict_na("KCP 64 B round trip p50 ≤ 1 ms", why)
+    else:
+        add("KCP 64 B round trip p50 ≤ 1 ms", value <= 1000, f"{value:,.0f} µs")
+    lossy = results.get(TARGET_KCP_LOSSY, {})
+    for metric, direction in (("upload", "up"), ("download", "down")):
+        r = lossy.get(metric)
+        target = f"KCP lossy one-stream {metric} ≥ {KCP_LOSSY_MBPS:.0f} MB/s"
+        if why := usable(r):
+            verdict_na(target, why)
+            verdict_na(f"KCP lossy {metric}: retransmitted ≤ 30% of payload", why)
+            continue
+        assert r is not None
+        add(target, r["mbps"] >= KCP_LOSSY_MBPS, f"{r['mbps']:.1f} MB/s")
+        target = f"KCP lossy {metric}: retransmitted ≤ {KCP_RETRANSMIT_MAX:.0%} of payload"
+        if "wire" not in r:
+            verdict_na(target, "the relay kept no counters")
+            continue
+        share = retransmitted(r["wire"], direction, r["bytes"])
+        add(target, share <= KCP_RETRANSMIT_MAX, f"≈{share:.1%}")
+    value, why = rtt_p50(TARGET_KCP_LOSSY)
+    target = f"KCP lossy 64 B round trip p50 ≤ {KCP_LOSSY_RTT_MS} ms"
+    if value is None:
+        verdict_na(target, why)
+    else:
+        add(target, value <= KCP_LOSSY_RTT_MS * 1000, f"{value / 1000:.1f} ms")
 
     # HTTP POST, direct and through nginx
     for label, limit_ms, minimum, who in (

@@ -21,10 +21,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
+import os
 import random
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import asyncio_dgram
 
@@ -245,6 +248,12 @@ class LossyUdpRelay:
         await asyncio.sleep(0)
 
 
+def _write_stats(path: str, relay: LossyUdpRelay) -> None:
+    tallies = {"up": asdict(relay.up.tally), "down": asdict(relay.down.tally)}
+    Path(path + ".new").write_text(json.dumps(tallies))
+    os.replace(path + ".new", path)
+
+
 async def _main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=int, required=True, help="UDP port on 127.0.0.1")
@@ -256,6 +265,7 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--duplicate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=3600.0)
+    parser.add_argument("--stats", help="write each direction's Tally here as JSON, 5 times/s")
     args = parser.parse_args(argv)
     impairment = Impairment(args.loss, args.delay, args.jitter, args.reorder, args.duplicate)
     relay = LossyUdpRelay(
@@ -268,7 +278,13 @@ async def _main(argv: list[str]) -> None:
     )
     print(await relay.start(), flush=True)
     try:
-        await asyncio.sleep(args.lifetime)
+        async with asyncio.timeout(args.lifetime):
+            while True:
+                if args.stats:
+                    _write_stats(args.stats, relay)
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        pass
     finally:
         relay.close()
         up, down = relay.up.tally, relay.down.tally

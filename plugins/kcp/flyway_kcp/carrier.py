@@ -79,7 +79,7 @@ class KcpCarrier(Carrier):
     def datagram_in(self, segments: bytes) -> None:
         """Take one authenticated datagram's KCP segments (call ``batch_done`` after a batch)."""
         if not self.closed:
-            self._conversation.input(segments)
+            self._conversation.input(segments, self._now())
             self.received += 1
             self.heard.set()
 

@@ -73,9 +73,15 @@ class Conversation:
         for start in range(0, len(data), split):
             kcp.send(view[start : start + split])
 
-    def input(self, segment: bytes) -> bool:
-        """Feed one datagram's KCP segments; False if ikcp found them malformed."""
-        ok: bool = self._kcp.receive_data(segment) >= 0
+    def input(self, segment: bytes, now: int) -> bool:
+        """Feed one datagram's KCP segments at ``now``; False if ikcp found them malformed.
+
+        ikcp measures round trips against its own clock, so it is set first: left where the
+        last flush put it, it would read every round trip short and resend too early.
+        """
+        kcp = self._kcp
+        kcp.current = now
+        ok: bool = kcp.receive_data(segment) >= 0
         return ok
 
     def recv(self) -> bytes | None:
@@ -90,7 +96,7 @@ class Conversation:
     def flush(self, now: int) -> None:
         """Send acknowledgements and whatever the window allows, now (after a batch)."""
         kcp = self._kcp
-        kcp.current = now & 0xFFFFFFFF
+        kcp.current = now
         kcp.flush()
 
     def check(self, now: int) -> int:

@@ -6,7 +6,18 @@ import socket
 
 from flyway_core.protocol.crypto import DatagramSealer
 
-__all__ = ["DatagramOutput"]
+__all__ = ["DUPLICATE_ACKS", "DatagramOutput"]
+
+DUPLICATE_ACKS = True
+_ACK = 82  # ikcp's IKCP_CMD_ACK
+_HEADER = 24  # bytes of an ikcp segment header; an ACK carries nothing after it
+
+
+def _only_acks(segments: bytes) -> bool:
+    """True if ``segments`` holds ikcp ACK segments and nothing else."""
+    return len(segments) % _HEADER == 0 and segments[4::_HEADER].count(_ACK) * _HEADER == len(
+        segments
+    )
 
 
 class DatagramOutput:
@@ -28,8 +39,13 @@ class DatagramOutput:
         self.bytes_sent = 0
         self.dropped = 0  # datagrams the socket refused (full buffer): KCP sends them again
 
-    def __call__(self, segment: bytes) -> int:
-        datagram = self._sealer.seal(segment)
+    def __call__(self, segments: bytes) -> int:
+        self._send(self._sealer.seal(segments))
+        if DUPLICATE_ACKS and _only_acks(segments):  # a lost ack costs a spurious resend
+            self._send(self._sealer.seal(segments))
+        return 0
+
+    def _send(self, datagram: bytes) -> None:
         try:
             if self.address is None:
                 self._sock.send(datagram)
@@ -40,4 +56,3 @@ class DatagramOutput:
         else:
             self.sent += 1
             self.bytes_sent += len(datagram)
-        return 0

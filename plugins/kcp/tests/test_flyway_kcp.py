@@ -68,9 +68,9 @@ def test_a_write_of_many_segments_is_split_and_arrives_whole() -> None:
         a.update(now)
         b.update(now)
         for segment in wires[0]:
-            assert b.input(segment)
+            assert b.input(segment, now)
         for segment in wires[1]:
-            assert a.input(segment)
+            assert a.input(segment, now)
         wires[0].clear()
         wires[1].clear()
         while (piece := b.recv()) is not None:
@@ -85,6 +85,6 @@ def test_a_write_of_many_segments_is_split_and_arrives_whole() -> None:
 
 def test_garbage_segments_are_refused_by_ikcp() -> None:
     c = Conversation(7, KcpConfig(), lambda d: 0, overhead=32)
-    assert not c.input(b"\x00" * 3)
-    assert not c.input(os.urandom(24))  # a segment with another conv
+    assert not c.input(b"\x00" * 3, 0)
+    assert not c.input(os.urandom(24), 0)  # a segment with another conv
     c.release()
