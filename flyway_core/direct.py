@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DirectDialer"]
 
-_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+_UNREACHABLE = {
+    errno.EHOSTUNREACH: ResetReason.UNREACHABLE,
+    errno.EHOSTDOWN: ResetReason.UNREACHABLE,
+    errno.ENETUNREACH: ResetReason.NETWORK_UNREACHABLE,
+    errno.ENETDOWN: ResetReason.NETWORK_UNREACHABLE,
+}
 
 
 @hookimpl(trylast=True)
@@ -42,7 +47,7 @@ class DirectDialer:
         except TimeoutError:
             raise TargetError("timed out", reason=ResetReason.TIMED_OUT) from None
         except OSError as exc:
-            reason = ResetReason.UNREACHABLE if exc.errno in _UNREACHABLE else ResetReason.INTERNAL
+            reason = _UNREACHABLE.get(exc.errno or 0, ResetReason.INTERNAL)
             raise TargetError(exc.strerror or str(exc), reason=reason) from None
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,28 +25,15 @@ from flyway_core.settings import ServerLimits, Settings
 from flyway_core.stats import Stats
 from flyway_core.testing import joined_tunnel
 from flyway_core.testing.pairs import wait_for
-from flyway_core.udp import UdpEndpoint, open_udp
+from flyway_core.testing.udp import UdpEcho, udp_echo
 
 pytestmark = pytest.mark.asyncio
 
 
-class UdpEcho:
-    """A UDP echo server on 127.0.0.1 (empty datagrams too) that remembers who sent to it."""
-
-    def __init__(self) -> None:
-        self.sources: list[tuple[str, int]] = []
-        self.endpoint: UdpEndpoint | None = None
-
-    def echo(self, data: bytes, host: str, port: int) -> None:
-        self.sources.append((host, port))
-        assert self.endpoint is not None
-        self.endpoint.send(data, host, port)
-
-
-async def _udp_echo() -> tuple[UdpEcho, Address]:
-    echo = UdpEcho()
-    echo.endpoint = await open_udp("127.0.0.1", 0, echo.echo)
-    return echo, Address(*echo.endpoint.address)
+@pytest.fixture
+async def echo() -> AsyncIterator[UdpEcho]:
+    async with udp_echo() as running:
+        yield running
 
 
 def _collect(flow: TunnelFlow) -> asyncio.Queue[tuple[Address, bytes]]:
@@ -54,8 +42,8 @@ def _collect(flow: TunnelFlow) -> asyncio.Queue[tuple[Address, bytes]]:
     return queue
 
 
-async def test_datagrams_reach_a_udp_target_and_its_replies_come_back_whole() -> None:
-    echo, target = await _udp_echo()
+async def test_datagrams_reach_a_udp_target_and_its_replies_come_back_whole(echo: UdpEcho) -> None:
+    target = echo.address
     sizes = [0, 1, 512, 1472, 9000, 65507]  # 65507: the largest UDP payload over IPv4
     payloads = [os.urandom(size) for size in sizes] * 5
     async with (
@@ -70,12 +58,10 @@ async def test_datagrams_reach_a_udp_target_and_its_replies_come_back_whole() ->
             assert source == target
             assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
         assert (flow.sent, flow.received, flow.dropped) == (len(payloads), len(payloads), 0)
-    assert echo.endpoint is not None
-    echo.endpoint.close()
 
 
-async def test_a_named_destination_is_resolved_by_the_server() -> None:
-    _, target = await _udp_echo()
+async def test_a_named_destination_is_resolved_by_the_server(echo: UdpEcho) -> None:
+    target = echo.address
     async with (
         joined_tunnel(Settings(password="pw")) as tunnel,
         tunnel.open_flow() as flow,
@@ -87,8 +73,8 @@ async def test_a_named_destination_is_resolved_by_the_server() -> None:
     assert source.port == target.port  # the reply names the address that answered
 
 
-async def test_replies_come_only_from_where_the_flow_sent() -> None:
-    echo, target = await _udp_echo()
+async def test_replies_come_only_from_where_the_flow_sent(echo: UdpEcho) -> None:
+    target = echo.address
     async with (
         joined_tunnel(Settings(password="pw")) as tunnel,
         tunnel.open_flow() as flow,
@@ -106,8 +92,8 @@ async def test_replies_come_only_from_where_the_flow_sent() -> None:
         assert replies.empty()  # the stranger's datagram never arrived
 
 
-async def test_the_policy_drops_datagrams_to_denied_destinations() -> None:
-    echo, target = await _udp_echo()
+async def test_the_policy_drops_datagrams_to_denied_destinations(echo: UdpEcho) -> None:
+    target = echo.address
     settings = Settings(password="pw", policy=Policy.parse(deny=["127.0.0.0/8"]))
     async with joined_tunnel(settings) as tunnel, tunnel.open_flow() as flow:
         replies = _collect(flow)
@@ -118,8 +104,8 @@ async def test_the_policy_drops_datagrams_to_denied_destinations() -> None:
     assert echo.sources == []  # nothing left the server
 
 
-async def test_a_flow_that_ends_closes_its_sockets_and_frees_its_slot() -> None:
-    echo, target = await _udp_echo()
+async def test_a_flow_that_ends_closes_its_sockets_and_frees_its_slot(echo: UdpEcho) -> None:
+    target = echo.address
     async with joined_tunnel(Settings(password="pw")) as tunnel:
         session = await tunnel.wait_ready()
         for _ in range(3):

@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from flyway_core import (
     Address,
@@ -23,7 +23,14 @@ from flyway_core.protocol import ResetReason
 if TYPE_CHECKING:
     from flyway_core.interfaces import Stream, Tunnel
 
-__all__ = ["Client", "Credentials", "HandshakeError", "valid_hostname", "wait_accepted"]
+__all__ = [
+    "Client",
+    "Credentials",
+    "HandshakeError",
+    "give_up_stream",
+    "valid_hostname",
+    "wait_accepted",
+]
 
 log = logging.getLogger("flyway_socks5")
 
@@ -96,7 +103,7 @@ class Client:
         """
         try:
             async with self.tunnel.open_stream(target, origin=self.origin) as stream:
-                reason, message = await wait_accepted(stream)
+                reason, message = await wait_accepted(stream, lambda: give_up_stream(stream))
                 if reason is not None:
                     log.debug("%s -> %s: %s", self.origin, target, message)
                     await self.refuse(failure(reason, message))
@@ -113,16 +120,32 @@ class Client:
             await self.refuse(failure(ResetReason.INTERNAL, "tunnel unavailable"))
 
 
-async def wait_accepted(stream: Stream) -> tuple[int | None, str]:
-    """Wait for the server's answer: (None, "") once reached, else (reason, text)."""
+def give_up_stream(stream: Stream) -> None:
+    stream.reset(ResetReason.TIMED_OUT, "no answer from the server")
+
+
+class Pending(Protocol):
+    """A stream or flow waiting for the server's answer."""
+
+    async def accepted(self) -> None: ...
+
+
+async def wait_accepted(
+    pending: Pending, give_up: Callable[[], object] | None = None
+) -> tuple[int | None, str]:
+    """Wait for the server's answer: (None, "") once reached, else (reason, text).
+
+    ``give_up`` runs when no answer came in time (a stream resets itself as TIMED_OUT).
+    """
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            await stream.accepted()
+            await pending.accepted()
     except TargetError as exc:
         return exc.reason, str(exc)
     except StreamResetError as exc:
         return int(getattr(exc, "reason", ResetReason.INTERNAL)), str(exc)
     except TimeoutError:
-        stream.reset(ResetReason.TIMED_OUT, "no answer from the server")
+        if give_up is not None:
+            give_up()
         return ResetReason.TIMED_OUT, "timed out"
     return None, ""

@@ -25,7 +25,14 @@ import h11
 from flyway_core import Address, ConfigError, StreamResetError, TunnelUnavailable
 from flyway_core.address import split_host_port
 from flyway_core.protocol import ResetReason
-from flyway_socks5.base import Client, HandshakeError, log, valid_hostname, wait_accepted
+from flyway_socks5.base import (
+    Client,
+    HandshakeError,
+    give_up_stream,
+    log,
+    valid_hostname,
+    wait_accepted,
+)
 
 if TYPE_CHECKING:
     from flyway_core.interfaces import Stream
@@ -53,6 +60,7 @@ HOP_BY_HOP = frozenset(
 STATUS_FOR: dict[int, int] = {
     ResetReason.REFUSED: 502,
     ResetReason.UNREACHABLE: 502,
+    ResetReason.NETWORK_UNREACHABLE: 502,
     ResetReason.NAME_NOT_FOUND: 502,
     ResetReason.TIMED_OUT: 504,
     ResetReason.NOT_ALLOWED: 403,
@@ -203,7 +211,7 @@ async def _forward(client: Client, conn: h11.Connection, request: h11.Request) -
     origin_form = h11.Request(method=request.method, target=path.encode(), headers=headers)
     try:
         async with client.tunnel.open_stream(Address(host, port), origin=client.origin) as stream:
-            reason, message = await wait_accepted(stream)
+            reason, message = await wait_accepted(stream, lambda: give_up_stream(stream))
             if reason is not None:
                 raise HandshakeError(f"HTTP: {host}:{port}: {message}", _failure(reason, message))
             await stream.write(upstream.send(origin_form))

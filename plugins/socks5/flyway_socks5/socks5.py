@@ -1,9 +1,11 @@
-"""SOCKS5 (RFC 1928) CONNECT, with username/password authentication (RFC 1929).
+"""SOCKS5 (RFC 1928) CONNECT and UDP ASSOCIATE, with username/password (RFC 1929).
 
 Theory of operation: greeting (methods) -> method choice -> optional RFC 1929
-sub-negotiation -> request -> the stream is opened, and the reply waits for the
-server's outcome -> relay. The whole handshake runs under the client's deadline;
-a broken rule gets the RFC's reply where one exists, then a close.
+sub-negotiation -> request -> for CONNECT the stream is opened, and the reply
+waits for the server's outcome -> relay; for UDP ASSOCIATE a datagram flow is
+opened the same way (``udp_associate``). The whole handshake runs under the
+client's deadline; a broken rule gets the RFC's reply where one exists, then a
+close.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from enum import IntEnum
 
 from flyway_core import Address
 from flyway_core.protocol import ResetReason
+from flyway_socks5 import udp_associate
 from flyway_socks5.base import Client, HandshakeError, valid_hostname
 
 __all__ = ["REPLY_FOR", "Reply", "reply", "serve"]
@@ -41,10 +44,10 @@ class Reply(IntEnum):
     ADDRESS_TYPE_NOT_SUPPORTED = 0x08
 
 
-# The server reports one UNREACHABLE for network and host alike: host unreachable (0x04).
 # BUSY (the server's stream limit) is no ruleset refusal: general failure, as all else.
 REPLY_FOR: dict[int, Reply] = {
     ResetReason.REFUSED: Reply.REFUSED,
+    ResetReason.NETWORK_UNREACHABLE: Reply.NETWORK_UNREACHABLE,
     ResetReason.UNREACHABLE: Reply.HOST_UNREACHABLE,
     ResetReason.NAME_NOT_FOUND: Reply.HOST_UNREACHABLE,
     ResetReason.TIMED_OUT: Reply.TTL_EXPIRED,
@@ -71,7 +74,16 @@ def reply(code: int, bound: Address | None = None) -> bytes:
 async def serve(client: Client) -> None:
     """Handle a SOCKS5 client whose version byte was already read."""
     async with asyncio.timeout_at(client.deadline):
-        target = await _handshake(client)
+        command, target = await _handshake(client)
+    if command == UDP_ASSOCIATE:
+        await udp_associate.associate(
+            client,
+            target,
+            success=lambda bound: reply(Reply.SUCCEEDED, bound),
+            failure=lambda reason: reply(REPLY_FOR.get(reason, Reply.GENERAL_FAILURE)),
+            unsupported=reply(Reply.COMMAND_NOT_SUPPORTED),
+        )
+        return
     await client.connect(
         target,
         success=lambda bound: reply(Reply.SUCCEEDED, bound),
@@ -79,7 +91,7 @@ async def serve(client: Client) -> None:
     )
 
 
-async def _handshake(client: Client) -> Address:
+async def _handshake(client: Client) -> tuple[int, Address]:
     reader, writer = client.reader, client.writer
     (count,) = await reader.readexactly(1)
     methods = await reader.readexactly(count)
@@ -92,13 +104,13 @@ async def _handshake(client: Client) -> Address:
     version, command, _, kind = await reader.readexactly(4)
     if version != VERSION:
         raise HandshakeError(f"request version {version}")
-    host = await _read_host(client, kind)
+    host = await _read_host(client, kind, udp=command == UDP_ASSOCIATE)
     port = int.from_bytes(await reader.readexactly(2), "big")
-    if command != CONNECT:
+    if command not in (CONNECT, UDP_ASSOCIATE):
         raise HandshakeError(f"command {command}", reply(Reply.COMMAND_NOT_SUPPORTED))
-    if port == 0:
+    if port == 0 and command == CONNECT:  # for UDP it means "not known yet"
         raise HandshakeError("port 0", reply(Reply.GENERAL_FAILURE))
-    return Address(host, port)
+    return command, Address(host, port)
 
 
 async def _authenticate(client: Client) -> None:
@@ -113,7 +125,7 @@ async def _authenticate(client: Client) -> None:
     client.writer.write(bytes([AUTH_VERSION, 0]))
 
 
-async def _read_host(client: Client, kind: int) -> str:
+async def _read_host(client: Client, kind: int, *, udp: bool = False) -> str:
     reader = client.reader
     if kind == IPV4:
         return str(ipaddress.IPv4Address(await reader.readexactly(4)))
@@ -122,6 +134,8 @@ async def _read_host(client: Client, kind: int) -> str:
     if kind == DOMAIN:
         (length,) = await reader.readexactly(1)
         name = await reader.readexactly(length)
+        if udp and name in (b"", b"0"):  # the client's own address, unknown (PySocks: "0")
+            return name.decode("ascii")
         if not valid_hostname(name):
             await reader.readexactly(2)  # the port: the reply follows the whole request
             raise HandshakeError(f"bad domain {name[:64]!r}", reply(Reply.GENERAL_FAILURE))

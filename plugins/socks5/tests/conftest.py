@@ -22,6 +22,7 @@ OUTCOMES = {
     "not-allowed.test": ResetReason.NOT_ALLOWED,
     "timed-out.test": ResetReason.TIMED_OUT,
     "unreachable.test": ResetReason.UNREACHABLE,
+    "network-unreachable.test": ResetReason.NETWORK_UNREACHABLE,
     "busy.test": ResetReason.BUSY,
 }
 

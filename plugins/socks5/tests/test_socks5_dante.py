@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+import socks
 
 from flyway_core import Address
+from flyway_core.testing.udp import udp_echo
 
 if TYPE_CHECKING:
     from intermediaries import Child
@@ -163,22 +165,75 @@ async def test_an_unknown_command_gets_0x07_from_flyway_and_a_bare_close_from_da
     assert (dante.reply, dante.closed) == (b"", True)
 
 
-@pytest.mark.parametrize(("command", "name"), [(0x02, "BIND"), (0x03, "UDP ASSOCIATE")])
-async def test_bind_and_udp_associate_are_dantes_and_not_yet_flyways(
-    proxy: Address, dante_server: Child, command: int, name: str
-) -> None:
-    request = _connect(command, 1, b"\0\0\0\0", 0)
+async def test_bind_is_dantes_and_not_flyways(proxy: Address, dante_server: Child) -> None:
+    request = _connect(0x02, 1, b"\0\0\0\0", 0)
     flyway, _ = await _exchange(proxy.port, request)
     dante, _ = await _exchange(dante_server.port, request)
-    # Dante implements both: 0x00 and the address it listens on (BIND) or relays from
-    # (UDP). flyway never does BIND (the tunnel only dials out) and answers UDP
-    # ASSOCIATE with 0x07 until datagram flows are in the protocol (issue 11, item 2).
-    assert dante.rep == 0x00, name
+    # Dante listens for the target's connection and answers with where; flyway's
+    # tunnel only dials out, so BIND gets 0x07 (command not supported) and a close.
+    assert dante.rep == 0x00
     assert dante.bound[0] == LOOPBACK and dante.bound[1] != 0
-    if command == 0x02:
-        assert (flyway.rep, flyway.closed) == (0x07, True)
-    else:
-        assert flyway.rep in (0x00, 0x07)
+    assert (flyway.rep, flyway.closed) == (0x07, True)
+
+
+async def test_udp_associate_is_granted_by_both_on_the_control_connections_address(
+    proxy: Address, dante_server: Child
+) -> None:
+    request = _connect(0x03, 1, b"\0\0\0\0", 0)
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_server.port, request)
+    assert flyway.rep == dante.rep == 0x00
+    for answer in (flyway, dante):  # the relay is on the address the client came to
+        assert answer.bound[0] == LOOPBACK and answer.bound[1] != 0
+
+
+def _udp_header(port: int, frag: int = 0) -> bytes:
+    return bytes([0, 0, frag, 1]) + socket.inet_aton("127.0.0.1") + struct.pack(">H", port)
+
+
+def _udp_session(proxy_port: int, echo_port: int) -> list[tuple[str, bytes | None]]:
+    """One PySocks association; then raw datagrams on its socket. What came back for each."""
+    with socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port)
+        sock.settimeout(2)
+        data = os.urandom(20000)
+        sock.sendto(data, ("127.0.0.1", echo_port))
+        answer, _ = sock.recvfrom(65535)
+        whole = hashlib.sha256(answer).digest() == hashlib.sha256(data).digest()
+        seen: list[tuple[str, bytes | None]] = [("echo whole", b"yes" if whole else b"no")]
+        raw = [
+            ("fragment", _udp_header(echo_port, frag=1) + b"part"),
+            ("reserved bits set", b"\0\1" + _udp_header(echo_port)[2:] + b"rsv"),
+            ("empty payload", _udp_header(echo_port)),
+            ("after them", _udp_header(echo_port) + b"again"),
+        ]
+        for label, packet in raw:  # the socket is connected to the relay: send as is
+            socket.socket.send(sock, packet)
+            try:
+                got: bytes | None = socket.socket.recv(sock, 65535)[10:]  # past the header
+            except TimeoutError:
+                got = None
+            seen.append((label, got))
+    return seen
+
+
+async def test_udp_datagrams_fare_the_same_through_both(
+    proxy: Address, dante_server: Child
+) -> None:
+    async with udp_echo() as echo:
+        flyway = await asyncio.to_thread(_udp_session, proxy.port, echo.address.port)
+        dante = await asyncio.to_thread(_udp_session, dante_server.port, echo.address.port)
+    # Both relay a datagram of 20000 bytes whole, drop a fragment (neither reassembles:
+    # Dante logs "fragmented socks udp packets are not supported"), ignore the reserved
+    # bytes, and carry an empty datagram.
+    assert flyway == dante
+    assert dict(flyway) == {
+        "echo whole": b"yes",
+        "fragment": None,
+        "reserved bits set": b"rsv",
+        "empty payload": b"",
+        "after them": b"again",
+    }
 
 
 async def test_an_unknown_address_type_gets_0x08_from_flyway_and_a_bare_close_from_dante(

@@ -170,6 +170,7 @@ async def test_connect_answers_200_then_relays_bytes_sent_with_the_request(
     [
         pytest.param("127.0.0.1:{closed}", 502, id="refused"),
         pytest.param("unreachable.test:80", 502, id="unreachable"),
+        pytest.param("network-unreachable.test:80", 502, id="network-unreachable"),
         pytest.param("timed-out.test:80", 504, id="timed-out"),
         pytest.param("not-allowed.test:80", 403, id="not-allowed"),
     ],
