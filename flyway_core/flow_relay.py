@@ -1,7 +1,8 @@
 """The server's side of a datagram flow: UDP sockets toward the targets, under the policy.
 
 Theory of operation. For each flow a client opens, ``FlowRelay`` opens one
-unconnected UDP socket per address family (wildcard address, ephemeral port),
+unconnected UDP socket (dual-stack IPv6 where the host has IPv6, else IPv4;
+wildcard address, ephemeral port),
 accepts the flow, and then relays in callbacks until the flow is over:
 
 - A datagram from the client names its destination. An IP literal is checked by
@@ -23,7 +24,6 @@ datagram that finds ``DATAGRAM_BUDGET`` bytes already waiting is dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -60,7 +60,8 @@ class FlowRelay:
         self.flow = flow
         self.policy = policy
         self.drops: Counter[str] = Counter()
-        self._sockets: dict[int, UdpEndpoint] = {}  # by address family
+        self._socket: UdpEndpoint | None = None
+        self._dual = False  # the socket is IPv6 and reaches IPv4 as ::ffff:a.b.c.d
         self._peers: dict[_Peer, None] = {}  # where we sent: replies come only from these
         self._names: dict[tuple[str, int], tuple[float, Address | None]] = {}
         self._waiting: dict[tuple[str, int], list[bytes]] = {}
@@ -81,13 +82,19 @@ class FlowRelay:
         Build the relay when the flow opens, and run it in a task: datagrams that came
         with the OpenFlow wait (``MAX_WAITING`` of them) until the sockets are open.
         """
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            with contextlib.suppress(OSError):  # no IPv6 here: IPv4 targets only
-                self._sockets[family] = await open_udp(
-                    host, 0, self.reply, on_error=self._icmp_error, family=family
-                )
-        if not self._sockets:
-            raise TargetError("cannot open a UDP socket", reason=ResetReason.INTERNAL)
+        try:  # one descriptor per flow: a dual-stack socket, or IPv4 alone without IPv6
+            self._socket = await open_udp(
+                "::", 0, self.reply, on_error=self._icmp_error, family=socket.AF_INET6
+            )
+            self._dual = True
+        except OSError:
+            try:
+                self._socket = await open_udp("0.0.0.0", 0, self.reply, on_error=self._icmp_error)
+            except OSError as exc:
+                raise TargetError(
+                    f"cannot open a UDP socket ({exc.strerror or exc})",
+                    reason=ResetReason.INTERNAL,
+                ) from None
         try:
             early, self._early = self._early or [], None
             self.flow.on_datagram = self.outgoing
@@ -98,8 +105,7 @@ class FlowRelay:
         finally:
             for task in self._tasks:
                 task.cancel()
-            for endpoint in self._sockets.values():
-                endpoint.close()
+            self._socket.close()
             if self.drops:
                 log.debug("flow %d dropped %s", self.flow.stream_id, dict(self.drops))
 
@@ -160,25 +166,27 @@ class FlowRelay:
         IPv4 first, as a name's service is reachable there more often (Dante too
         resolves to IPv4).
         """
-        for family in (socket.AF_INET, socket.AF_INET6):
-            if family in self._sockets:
-                for address in addresses:
-                    if _family(address.host) == family:
-                        return address
+        for want in (4, 6):
+            if want == 6 and not self._dual:
+                break
+            for address in addresses:
+                if ipaddress.ip_address(address.host).version == want:
+                    return address
         return None
 
     def _send(self, address: Address, data: bytes) -> None:
-        host = str(ipaddress.ip_address(address.host))
-        endpoint = self._sockets.get(_family(host))
-        if endpoint is None:
-            self._drop("no socket for the family")
+        ip = ipaddress.ip_address(address.host)
+        endpoint = self._socket
+        if endpoint is None or (ip.version == 6 and not self._dual):
+            self._drop("no IPv6 here")
             return
-        peer = (host, address.port)
+        peer = (str(ip), address.port)
         self._peers.pop(peer, None)
         self._peers[peer] = None  # the newest last: the oldest is forgotten first
         if len(self._peers) > MAX_PEERS:
             self._peers.pop(next(iter(self._peers)))
-        if not endpoint.send(data, *peer):
+        host = f"::ffff:{ip}" if self._dual and ip.version == 4 else str(ip)
+        if not endpoint.send(data, host, address.port):
             self._drop("socket buffer full")
 
     # --- from targets back to the client -------------------------------------------------
@@ -208,7 +216,3 @@ def _literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -85,19 +85,24 @@ async def open_udp(
     on_datagram: Callable[[bytes, str, int], object],
     *,
     on_error: Callable[[Exception], object] | None = None,
-    family: int = socket.AF_INET,
+    family: int | None = None,
     buffer: int = 1 << 20,
 ) -> UdpEndpoint:
     """Bind a UDP socket at ``host:port`` (0: any port); OSError if it cannot be bound.
 
-    ``buffer`` sizes the kernel's send and receive buffers (a burst of datagrams
-    outruns the defaults).
+    ``family`` defaults to IPv6 for a host with a colon, IPv4 otherwise; ``::``
+    binds a dual-stack socket. ``buffer`` sizes the kernel's send and receive
+    buffers (a burst of datagrams outruns the defaults).
     """
+    if family is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, buffer)
+        if family == socket.AF_INET6 and host in ("::", ""):  # dual stack: IPv4 too
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         loop = asyncio.get_running_loop()
         _, endpoint = await loop.create_datagram_endpoint(

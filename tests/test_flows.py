@@ -60,6 +60,19 @@ async def test_datagrams_reach_a_udp_target_and_its_replies_come_back_whole(echo
         assert (flow.sent, flow.received, flow.dropped) == (len(payloads), len(payloads), 0)
 
 
+async def test_an_ipv6_target_is_reached_from_the_same_flow(echo: UdpEcho) -> None:
+    async with (
+        udp_echo("::1") as echo6,
+        joined_tunnel(Settings(password="pw")) as tunnel,
+        tunnel.open_flow() as flow,
+    ):
+        replies = _collect(flow)
+        flow.send(echo.address, b"over IPv4")
+        assert await asyncio.wait_for(replies.get(), 5) == (echo.address, b"over IPv4")
+        flow.send(echo6.address, b"over IPv6")
+        assert await asyncio.wait_for(replies.get(), 5) == (echo6.address, b"over IPv6")
+
+
 async def test_a_named_destination_is_resolved_by_the_server(echo: UdpEcho) -> None:
     target = echo.address
     async with (
