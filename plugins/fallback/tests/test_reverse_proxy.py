@@ -222,6 +222,20 @@ async def test_upstream_connections_are_pooled(upstream: Upstream) -> None:
     assert len(upstream.connections) <= 11  # one kept alive for the 30, one per parallel one
 
 
+async def test_at_most_the_connections_asked_for_reach_the_site(upstream: Upstream) -> None:
+    spec = f"http://127.0.0.1:{upstream.port}"
+    async with door(spec, reverse_proxy_connections=2) as (_, bound):
+        clients = [aiohttp.ClientSession() for _ in range(8)]
+        try:
+            answers = await asyncio.gather(
+                *(c.get(f"http://127.0.0.1:{bound.port}/z") for c in clients)
+            )
+            assert [a.status for a in answers] == [200] * 8
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+    assert len(upstream.connections) <= 2
+
+
 async def test_an_upstream_failing_mid_answer_closes_the_client(upstream: Upstream) -> None:
     async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
         got = await answer(bound.port, Probe("cut", b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n"))

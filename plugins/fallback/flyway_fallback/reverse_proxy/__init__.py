@@ -2,7 +2,9 @@
 
 Options: ``--reverse-proxy-host client|upstream`` (the ``Host`` the site gets:
 the client's, the default, or the one in ``-P``), ``--reverse-proxy-timeout S``
-(connect and read, default 60, nginx's). See ``proxy.py`` for how it works.
+(connect and read, default 60, nginx's), ``--reverse-proxy-connections N``
+(connections to the site at once, default 16; more requests wait). See
+``proxy.py`` for how it works.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from flyway_core import hookimpl
-from flyway_fallback.reverse_proxy.proxy import ReverseProxyFallback, Upstream
+from flyway_fallback.reverse_proxy.proxy import POOL_SIZE, ReverseProxyFallback, Upstream
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -45,6 +47,15 @@ def add_options() -> list[click.Option]:
             metavar="S",
             help="Server, -P http://: seconds to connect to the site and between its reads.",
         ),
+        click.Option(
+            ["--reverse-proxy-connections"],
+            type=click.IntRange(min=1),
+            default=POOL_SIZE,
+            show_default=True,
+            metavar="N",
+            help="Server, -P http://: connections to the site at once (more requests wait, "
+            "so the site's visitors cannot crowd out the tunnel).",
+        ),
     ]
 
 
@@ -56,6 +67,7 @@ def fallback_for(spec: str | None, settings: Settings) -> ReverseProxyFallback |
         Upstream(spec),
         use_upstream_host=settings.option("reverse_proxy_host", "client") == "upstream",
         timeout=float(settings.option("reverse_proxy_timeout", 60.0)),
+        connections=int(settings.option("reverse_proxy_connections", POOL_SIZE)),
     )
     _MADE.add(fallback)
     return fallback

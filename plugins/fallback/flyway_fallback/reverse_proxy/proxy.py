@@ -1,9 +1,11 @@
 """``-P http(s)://host:port[/prefix]``: every visitor without the password gets the site itself.
 
 Theory of operation. Requests aiohttp parsed go upstream through a pooled
-``aiohttp.ClientSession`` (one per fallback, ``POOL_SIZE`` connections at most,
-kept alive): method, target (the prefix before it, nothing re-encoded), version
-and headers as the client sent them but for ``headers.py``'s changes; the body
+``aiohttp.ClientSession`` (one per fallback, ``connections`` at most, default
+``POOL_SIZE``, kept alive; more requests wait for one, so that visitors of the
+site, however many, leave the tunnel most of the server's one core): method,
+target (the prefix before it, nothing re-encoded), version and headers as the
+client sent them but for ``headers.py``'s changes; the body
 streams up from ``request.content`` (or, if a tunnel handler had to read it to
 judge it, from the bytes aiohttp kept), and the answer streams down through a
 ``ProxiedResponse``. aiohttp's client adds nothing of its own (no ``User-Agent``,
@@ -47,7 +49,7 @@ from flyway_fallback.splice import Splice
 __all__ = ["MAX_SPLICES", "POOL_SIZE", "ReverseProxyFallback", "Upstream"]
 
 log = logging.getLogger(__name__)
-POOL_SIZE = 256  # connections to the upstream at once (more requests wait for one)
+POOL_SIZE = 16  # connections to the site at once; more requests wait for one (see __init__)
 MAX_SPLICES = 1024  # connections handed over whole at once (more get the door's answer)
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _CHUNK = 1 << 16
@@ -81,9 +83,15 @@ class ReverseProxyFallback:
     """Answers every non-tunnel request with the upstream site's answer (a ``RawFallback``)."""
 
     def __init__(
-        self, upstream: Upstream, *, use_upstream_host: bool = False, timeout: float = 60.0
+        self,
+        upstream: Upstream,
+        *,
+        use_upstream_host: bool = False,
+        timeout: float = 60.0,
+        connections: int = POOL_SIZE,
     ) -> None:
         self.upstream = upstream
+        self.connections = connections
         self.use_upstream_host = use_upstream_host
         self.timeout = timeout
         self.splices = 0  # connections handed over whole, open now
@@ -99,7 +107,7 @@ class ReverseProxyFallback:
         session = self._sessions.get(version)
         if session is None:
             if self._connector is None:
-                self._connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=self._ssl)
+                self._connector = aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl)
             session = self._sessions[version] = aiohttp.ClientSession(
                 connector=self._connector,
                 connector_owner=False,
