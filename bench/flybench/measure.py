@@ -19,6 +19,7 @@ from .console import progress
 from .processes import Tunnel
 from .procfs import rss_kib
 from .target_servers import TargetServers
+from .udp import UdpEcho, udp_round_trips
 from .wire import (
     MB,
     SEED_DOWN,
@@ -27,6 +28,7 @@ from .wire import (
     SEED_UP,
     Endpoint,
     KiB,
+    ViaSocks5,
     pattern_hash,
 )
 from .workloads import connects, download, duplex, idle_memory, parallel, round_trips, stats, upload
@@ -99,7 +101,7 @@ def _brief(name: str, r: dict[str, Any]) -> str:
     if name == "duplex":
         rates = f"up {r['up_mbps']:.1f} / down {r['down_mbps']:.1f} MB/s"
         return f"{r['bytes'] / MB:.0f} MB each way, {rates}{mark}"
-    if name in ("rtt", "connect"):
+    if name in ("rtt", "connect", "udp_rtt"):
         rounds = "/".join(f"{x:.0f}" for x in r.get("round_p50_us", []))
         rounds = f" (p50 of each round: {rounds})" if rounds else ""
         return f"p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs{rounds}"
@@ -128,6 +130,32 @@ async def _size_for(
     rate = result["mbps"]
     mb = int(max(plan.min_mb, min(plan.max_mb, rate * plan.seconds)))
     return mb * MB, rate
+
+
+async def _udp_latency(plan: Plan, live: list[Tunnel], results: dict[str, Any]) -> None:
+    """64-byte UDP round trips: direct, and through each column reached by SOCKS5."""
+    columns = [t for t in live if isinstance(t.forwards.get("echo"), ViaSocks5)]
+    if not columns:
+        return
+    progress.rule("udp")
+    echo = UdpEcho()
+    port = await echo.start()
+    try:
+        for label, endpoint, t in [
+            ("direct", 0, None),
+            *((t.label, t.forwards["echo"], t) for t in columns),
+        ]:
+            result = await _guarded(
+                label,
+                "udp_rtt",
+                t,
+                _with_timeout(60, udp_round_trips(endpoint, port, plan.rtt, plan.rtt_warmup)),
+                say=False,
+            )
+            results[label]["udp_rtt"] = result
+            progress.print(f"  [dim]{label:>12}[/] {'udp_rtt':<9} {_brief('udp_rtt', result)}")
+    finally:
+        echo.close()
 
 
 async def measure_all(
@@ -190,6 +218,7 @@ async def measure_all(
         for label, done in rounds.items():
             results[label][name] = _pooled(done)
             progress.print(f"  [dim]{label:>12}[/] {name:<9} {_brief(name, results[label][name])}")
+    await _udp_latency(plan, live, results)
     progress.rule("parallel")
     for label, ports, t in on("parallel"):
         results[label]["parallel"] = await _guarded(

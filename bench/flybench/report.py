@@ -36,6 +36,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("64 B round trip p99 µs", "rtt", "p99_us", "delta"),
     ("connect + 1st byte p50 µs", "connect", "p50_us", "delta"),
     ("connect + 1st byte p99 µs", "connect", "p99_us", "delta"),
+    ("64 B UDP round trip p50 µs", "udp_rtt", "p50_us", "delta"),
+    ("64 B UDP round trip p99 µs", "udp_rtt", "p99_us", "delta"),
     ("200 \u00d7 64 KiB echo verified", "parallel", "verified_count", ""),
     ("200 \u00d7 64 KiB echo seconds", "parallel", "seconds", "ratio"),
     ("server KiB / idle conn (1000)", "memory", "server_kib_per_conn", ""),

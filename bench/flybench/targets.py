@@ -22,6 +22,7 @@ KCP_RETRANSMIT_MAX = 0.30
 TARGET_SOCKS5 = "socks5"  # -D over ws, against the ws column (-L) of the same run
 SOCKS5_CONNECT_EXTRA_US = 500
 SOCKS5_THROUGHPUT_MIN = 0.8  # "equal within noise": run-to-run spread of ws alone is ~±15 %
+SOCKS5_UDP_EXTRA_US = 500  # a UDP round trip through -D: at most its TCP round trip + this
 
 
 def evaluate_targets(
@@ -122,6 +123,22 @@ def evaluate_targets(
                 extra <= SOCKS5_CONNECT_EXTRA_US,
                 f"{mine['p50_us']:,.0f} µs, ws {base['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
             )
+    udp, tcp = (
+        results.get(TARGET_SOCKS5, {}).get("udp_rtt"),
+        results.get(TARGET_SOCKS5, {}).get("rtt"),
+    )
+    target = f"SOCKS5 UDP round trip p50 ≤ its TCP round trip + {SOCKS5_UDP_EXTRA_US} µs"
+    if why := usable(udp) or usable(tcp):
+        verdict_na(target, why)
+    else:
+        assert udp is not None
+        assert tcp is not None
+        extra = udp["p50_us"] - tcp["p50_us"]
+        add(
+            target,
+            extra <= SOCKS5_UDP_EXTRA_US,
+            f"{udp['p50_us']:,.0f} µs, TCP {tcp['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
+        )
     for metric in ("upload", "download"):
         mine, base = results.get(TARGET_SOCKS5, {}).get(metric), ws.get(metric)
         target = f"SOCKS5 one-stream {metric} ≥ {SOCKS5_THROUGHPUT_MIN:.0%} of ws (-L)"
