@@ -9,7 +9,8 @@ accepts the flow, and then relays in callbacks until the flow is over:
   the policy at once; a name is resolved once (``Policy.admit``: resolved, every
   address checked) and the answer, or the refusal, kept for ``NAME_TTL`` seconds,
   at most ``MAX_NAMES`` names per flow. While a name resolves, at most
-  ``MAX_WAITING`` datagrams wait for it, and at most ``MAX_RESOLVING`` names
+  ``MAX_WAITING`` datagrams wait for it (``WAITING_BYTES`` in all, for every
+  name together), and at most ``MAX_RESOLVING`` names
   resolve at once; anything beyond is dropped. Nothing here ever blocks.
 - A datagram from a target is sent back (with its source address) only if the
   flow sent to that address and port before, as a port-restricted NAT does: the
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 NAME_TTL = 60.0
 MAX_NAMES = 256
 MAX_WAITING = 8
+WAITING_BYTES = 64 << 10  # datagram bytes one flow holds while names resolve (or it opens)
 MAX_RESOLVING = 16
 MAX_PEERS = 4096
 
@@ -67,11 +69,12 @@ class FlowRelay:
         self._waiting: dict[tuple[str, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._early: list[tuple[Address, bytes]] | None = []  # before the sockets are open
+        self._held = 0  # bytes of the datagrams in _early and _waiting
         flow.on_datagram = self._before_open
 
     def _before_open(self, address: Address, data: bytes) -> None:
         """Datagrams sent with the OpenFlow (no round trip) wait for the sockets, a few."""
-        if self._early is not None and len(self._early) < MAX_WAITING:
+        if self._early is not None and len(self._early) < MAX_WAITING and self._hold(data):
             self._early.append((address, data))
         else:
             self._drop("before the flow was ready")
@@ -97,6 +100,7 @@ class FlowRelay:
                 ) from None
         try:
             early, self._early = self._early or [], None
+            self._held -= sum(len(data) for _, data in early)
             self.flow.on_datagram = self.outgoing
             for address, data in early:
                 self.outgoing(address, data)
@@ -132,12 +136,12 @@ class FlowRelay:
             return
         waiting = self._waiting.get(key)
         if waiting is not None:
-            if len(waiting) < MAX_WAITING:
+            if len(waiting) < MAX_WAITING and self._hold(data):
                 waiting.append(data)
             else:
                 self._drop("waiting for a name")
             return
-        if len(self._waiting) >= MAX_RESOLVING:
+        if len(self._waiting) >= MAX_RESOLVING or not self._hold(data):
             self._drop("too many names resolving")
             return
         self._waiting[key] = [data]
@@ -150,14 +154,25 @@ class FlowRelay:
             found: Address | None = self._pick(await self.policy.admit(address))
         except TargetError:
             found = None
+        except Exception as exc:  # a resolver's surprise must not leave datagrams waiting
+            log.debug("resolving %s failed: %r", address, exc)
+            found = None
         if len(self._names) >= MAX_NAMES:
             self._names.pop(next(iter(self._names)))
         self._names[key] = (time.monotonic() + NAME_TTL, found)
         for data in self._waiting.pop(key, []):
+            self._held -= len(data)
             if found is None:
                 self._drop("not allowed or not found")
             else:
                 self._send(found, data)
+
+    def _hold(self, data: bytes) -> bool:
+        """Count ``data`` as held while it waits, unless that is over ``WAITING_BYTES``."""
+        if self._held + len(data) > WAITING_BYTES:
+            return False
+        self._held += len(data)
+        return True
 
     def _pick(self, addresses: list[Address]) -> Address | None:
         """The address to send a name's datagrams to: its first IPv4 one, else IPv6.
