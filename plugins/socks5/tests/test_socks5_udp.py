@@ -11,10 +11,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import socket
 import struct
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
 from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import free_port, joined_tunnel, wait_port
 from flyway_core.testing.pairs import wait_for
 from flyway_core.testing.udp import UdpEcho, udp_echo
 from flyway_core.udp import UdpEndpoint, open_udp
@@ -390,3 +392,54 @@ async def test_the_servers_policy_applies_to_every_datagram(echo: UdpEcho) -> No
         assert await client.answer(timeout=0.5) is None
         client.close()
     assert echo.sources == []
+
+
+def _pysocks_when_up(
+    proxy: Address, target: tuple[str, int], payloads: list[bytes]
+) -> list[tuple[bytes, tuple[str, int]]]:
+    """``_pysocks_exchange``, retried while the tunnel's session is still coming up."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return _pysocks_exchange(proxy, target, payloads, rdns=False)
+        except (socks.ProxyError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("transport", [["-w"], []], ids=["ws", "http"])
+async def test_real_processes_carry_udp_over_each_transport(
+    echo: UdpEcho, transport: list[str]
+) -> None:
+    server_port, socks_port = free_port(), free_port()
+    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "200"}
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> None:
+        quiet = asyncio.subprocess.DEVNULL
+        procs.append(await asyncio.create_subprocess_exec(*args, env=env, stderr=quiet))
+
+    flyway = [sys.executable, "-m", "flyway_core"]
+    payloads = [os.urandom(size) for size in (1, 512, 1400, 9000, 60000)] * 4
+    try:
+        await start(*flyway, f"127.0.0.1:{server_port}")
+        wait_port(server_port)
+        await start(*flyway, *transport, "-D", str(socks_port), f"127.0.0.1:{server_port}")
+        wait_port(socks_port)
+        target = ("127.0.0.1", echo.address.port)
+        answers = await asyncio.to_thread(
+            _pysocks_when_up, Address("127.0.0.1", socks_port), target, payloads
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    for payload, (data, source) in zip(payloads, answers, strict=True):
+        assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
+        assert source == target  # the SOCKS UDP header flyway put before each answer
+    assert len(echo.sources) == len(payloads)
