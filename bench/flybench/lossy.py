@@ -5,37 +5,63 @@ The same flyway server as every column; between it and the client runs
 and delaying each by 30 ms, each way. The relay writes what it saw (datagrams and bytes per
 direction, before loss) to a file; ``wire()`` reads it, so each workload's result carries
 what crossed the link (``wire``), from which the targets estimate the retransmitted share.
+The client asks for FEC 10+3 (``--kcp-fec``, also the default) so the estimate knows what
+share of the datagrams is parity.
 Round trips take 64 ms here, so the latency rows take a twentieth of the plan's samples.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from . import ROOT
 from .processes import Tunnel, first_line, free_ports
 from .wire import HOST, TARGETS
 
-__all__ = ["LOSS", "ONE_WAY_DELAY", "SEAL_AND_HEADER", "LossyKcpTunnel", "retransmitted"]
+__all__ = [
+    "FEC",
+    "LOSS",
+    "ONE_WAY_DELAY",
+    "SEAL_AND_HEADER",
+    "LossyKcpTunnel",
+    "overhead",
+    "retransmitted",
+]
 
 LOSS = 0.05
 ONE_WAY_DELAY = 0.030  # seconds
 SEED = 13
 RELAY = ROOT / "tests" / "intermediaries" / "lossy_udp.py"
-SEAL_AND_HEADER = 32 + 24  # per datagram: the seal (flyway) and one KCP segment header
+FEC = (10, 3)  # data and parity datagrams per group, asked for by the client
+SEAL_AND_HEADER = 32 + 24 + 7  # per datagram: the seal, one KCP segment header, the FEC header
 
 
 def retransmitted(wire: dict[str, int], direction: str, payload: int) -> float:
-    """The share of ``payload`` sent again: bytes sent one way less headers and payload."""
-    sent = wire[f"{direction}_bytes"] - wire[f"{direction}_datagrams"] * SEAL_AND_HEADER
+    """The share of ``payload`` sent again (an estimate from the relay's counters).
+
+    The data datagrams of a bulk transfer are full, and parity datagrams are as long as the
+    longest in their group, so a ``k / (k + m)`` share of the datagrams and bytes is data;
+    less one set of headers per data datagram and the payload, the rest was sent again.
+    """
+    k, m = FEC
+    data = k / (k + m)
+    sent = data * (wire[f"{direction}_bytes"] - wire[f"{direction}_datagrams"] * SEAL_AND_HEADER)
     return (sent - payload) / payload
+
+
+def overhead(wire: dict[str, int], direction: str, payload: int) -> float:
+    """Everything one way beyond the payload (parity, headers, resends) as its share."""
+    return wire[f"{direction}_bytes"] / payload - 1
 
 
 @dataclass
@@ -53,6 +79,7 @@ class LossyKcpTunnel(Tunnel):
     latency_share: ClassVar[float] = 0.05
     relay: subprocess.Popen[bytes] | None = None
     stats: Path | None = None
+    _asked: int = 0
 
     @property
     def relay_log(self) -> Path:
@@ -90,7 +117,17 @@ class LossyKcpTunnel(Tunnel):
             for a in ("-L", f"{lport}:{HOST}:{target_ports[name]}")
         ]
         self.client = self._spawn(
-            [*self.client_flags, "-q", *window, *rules, f"{HOST}:{relay_port}", "-p", password],
+            [
+                *self.client_flags,
+                "--kcp-fec",
+                ",".join(map(str, FEC)),
+                "-q",
+                *window,
+                *rules,
+                f"{HOST}:{relay_port}",
+                "-p",
+                password,
+            ],
             self.client_log,
         )
         # The client opens streams only on a live session, and its hello may need a resend
@@ -116,9 +153,21 @@ class LossyKcpTunnel(Tunnel):
         return None
 
     def wire(self) -> dict[str, int]:
-        if self.stats is None or not self.stats.exists():
+        """The relay's counters now: it is signalled, and answers within milliseconds."""
+        if self.stats is None or self.relay is None or self.relay.poll() is not None:
             return {}
-        tallies = json.loads(self.stats.read_text())
+        self._asked += 1
+        self.relay.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 2
+        tallies: dict[str, Any] = {}
+        while time.monotonic() < deadline:  # a blocking wait, between measurements only
+            with contextlib.suppress(OSError, ValueError):
+                tallies = json.loads(self.stats.read_text())
+                if tallies.get("asked", 0) >= self._asked:
+                    break
+            time.sleep(0.002)
+        if not tallies:
+            return {}
         return {
             f"{direction}_{key}": tallies[direction][key]
             for direction in ("up", "down")

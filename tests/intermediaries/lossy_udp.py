@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import socket
 import sys
 from dataclasses import asdict, dataclass, field
@@ -248,8 +249,8 @@ class LossyUdpRelay:
         await asyncio.sleep(0)
 
 
-def _write_stats(path: str, relay: LossyUdpRelay) -> None:
-    tallies = {"up": asdict(relay.up.tally), "down": asdict(relay.down.tally)}
+def _write_stats(path: str, relay: LossyUdpRelay, asked: list[int]) -> None:
+    tallies = {"up": asdict(relay.up.tally), "down": asdict(relay.down.tally), "asked": asked[0]}
     Path(path + ".new").write_text(json.dumps(tallies))
     os.replace(path + ".new", path)
 
@@ -265,7 +266,9 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--duplicate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=3600.0)
-    parser.add_argument("--stats", help="write each direction's Tally here as JSON, 5 times/s")
+    parser.add_argument(
+        "--stats", help="write each direction's Tally here as JSON, 5 times/s and on SIGUSR1"
+    )
     args = parser.parse_args(argv)
     impairment = Impairment(args.loss, args.delay, args.jitter, args.reorder, args.duplicate)
     relay = LossyUdpRelay(
@@ -277,11 +280,19 @@ async def _main(argv: list[str]) -> None:
         port=args.port,
     )
     print(await relay.start(), flush=True)
+    asked = [0]  # SIGUSR1s answered: a reader that signals waits for this to go up
+    if args.stats:
+
+        def on_signal() -> None:
+            asked[0] += 1
+            _write_stats(args.stats, relay, asked)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, on_signal)
     try:
         async with asyncio.timeout(args.lifetime):
             while True:
                 if args.stats:
-                    _write_stats(args.stats, relay)
+                    _write_stats(args.stats, relay, asked)
                 await asyncio.sleep(0.2)
     except TimeoutError:
         pass

@@ -10,6 +10,7 @@ import click
 
 from flyway_core import Settings, hookimpl
 from flyway_kcp.config import (
+    DEFAULT_FEC,
     DEFAULT_MODE,
     DEFAULT_MTU,
     DEFAULT_RCVWND,
@@ -46,6 +47,14 @@ def add_options() -> list[click.Option]:
             default=DEFAULT_SNDWND,
             show_default=True,
             help="KCP send window in segments.",
+        ),
+        click.Option(
+            ["--kcp-fec"],
+            default="{},{}".format(*DEFAULT_FEC),
+            show_default=True,
+            metavar="K,M",
+            help="Client: forward error correction, M parity datagrams after every K "
+            "(Reed-Solomon; the server follows the client), or off.",
         ),
         click.Option(
             ["--kcp-rcvwnd"],

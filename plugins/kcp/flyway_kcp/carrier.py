@@ -26,6 +26,7 @@ from flyway_core.interfaces import Carrier
 from flyway_core.protocol.crypto import DATAGRAM_OVERHEAD, DatagramOpener
 from flyway_kcp.config import KcpConfig
 from flyway_kcp.conversation import Conversation
+from flyway_kcp.fec import FEC_HEADER, FecDecoder
 from flyway_kcp.output import DatagramOutput
 
 __all__ = ["KcpCarrier"]
@@ -47,7 +48,10 @@ class KcpCarrier(Carrier):
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._epoch = self._loop.time()
-        self._conversation = Conversation(conv, config, output, overhead=DATAGRAM_OVERHEAD)
+        k, m = config.fec
+        self._fec = FecDecoder(k, m) if k else None
+        overhead = DATAGRAM_OVERHEAD + (FEC_HEADER if k else 0)
+        self._conversation = Conversation(conv, config, output, overhead=overhead)
         self.output = output
         self.opener = opener
         self._sndwnd = config.sndwnd
@@ -67,6 +71,11 @@ class KcpCarrier(Carrier):
         self._tick()
 
     @property
+    def recovered(self) -> int:
+        """Datagrams FEC rebuilt (0 without FEC)."""
+        return 0 if self._fec is None else self._fec.recovered
+
+    @property
     def retransmits(self) -> int:
         """Segments ikcp sent again after a timeout."""
         return self._conversation.retransmits
@@ -78,10 +87,16 @@ class KcpCarrier(Carrier):
 
     def datagram_in(self, segments: bytes) -> None:
         """Take one authenticated datagram's KCP segments (call ``batch_done`` after a batch)."""
-        if not self.closed:
+        if self.closed:
+            return
+        self.received += 1
+        self.heard.set()
+        if self._fec is None:
             self._conversation.input(segments, self._now())
-            self.received += 1
-            self.heard.set()
+            return
+        now = self._now()
+        for payload in self._fec.payloads(segments):
+            self._conversation.input(payload, now)
 
     def batch_done(self) -> None:
         """Flush once after a batch of datagrams, and pass on what arrived."""

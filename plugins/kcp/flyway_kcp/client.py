@@ -11,6 +11,7 @@ from flyway_core.protocol.crypto import SESSION_ID_SIZE, derive_master_key
 from flyway_core.protocol.errors import RemoteProtocolError
 from flyway_kcp.carrier import KcpCarrier
 from flyway_kcp.config import KcpConfig
+from flyway_kcp.fec import FecEncoder
 from flyway_kcp.handshake import conv_of, keys_for, seal_hello
 from flyway_kcp.output import DatagramOutput
 from flyway_kcp.udp import BatchReader, udp_socket
@@ -33,7 +34,8 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
     master = derive_master_key(password)
     keys = keys_for(master, hello)
     session_id = keys.session_id
-    output = DatagramOutput(sock, keys.sealer(client=True), None)
+    k, m = config.fec
+    output = DatagramOutput(sock, keys.sealer(client=True), None, FecEncoder(k, m) if k else None)
     reader: BatchReader | None = None
 
     def closed() -> None:
@@ -53,7 +55,7 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
         carrier.datagram_in(segments)
 
     reader = BatchReader(sock, on_datagram, carrier.batch_done)
-    first = seal_hello(master, hello)
+    first = seal_hello(master, hello, config.fec)
     try:
         async with asyncio.timeout(HELLO_TIMEOUT):
             for attempt in range(1 << 30):

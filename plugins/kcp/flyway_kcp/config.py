@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from flyway_core import ConfigError, Settings
 
-__all__ = ["DEFAULT_MODE", "DEFAULT_MTU", "DEFAULT_RCVWND", "DEFAULT_SNDWND", "MODES", "KcpConfig"]
+__all__ = [
+    "DEFAULT_FEC",
+    "DEFAULT_MODE",
+    "DEFAULT_MTU",
+    "DEFAULT_RCVWND",
+    "DEFAULT_SNDWND",
+    "MODES",
+    "KcpConfig",
+    "parse_fec",
+]
 
 # kcptun's presets: (nodelay, interval ms, fast resend, no congestion window).
 MODES: dict[str, tuple[int, int, int, int]] = {
@@ -19,6 +28,8 @@ DEFAULT_MODE = "fast"  # measured on the lossy link (README): fewest resends at 
 DEFAULT_MTU = 1350  # bytes per UDP payload, seal included (kcptun's default)
 DEFAULT_SNDWND = 1024  # segments in flight; chosen on the lossy link (README)
 DEFAULT_RCVWND = 1024
+DEFAULT_FEC = (10, 3)  # measured both ways on the lossy link (README): it pays
+MAX_SHARDS = 128  # data + parity shards per group
 MIN_MTU = 256
 MAX_MTU = 9000
 MAX_WINDOW = 32768
@@ -32,6 +43,7 @@ class KcpConfig:
     mtu: int = DEFAULT_MTU
     sndwnd: int = DEFAULT_SNDWND
     rcvwnd: int = DEFAULT_RCVWND
+    fec: tuple[int, int] = DEFAULT_FEC  # (data, parity) datagrams per group; (0, 0) is off
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -41,6 +53,9 @@ class KcpConfig:
         for name, value in (("sndwnd", self.sndwnd), ("rcvwnd", self.rcvwnd)):
             if not 16 <= value <= MAX_WINDOW:
                 raise ConfigError(f"--kcp-{name} {value} is outside 16-{MAX_WINDOW}")
+        k, m = self.fec
+        if (k, m) != (0, 0) and not (k >= 1 and m >= 1 and k + m <= MAX_SHARDS):
+            raise ConfigError(f"--kcp-fec {k},{m}: need 1+ data and 1+ parity, {MAX_SHARDS} in all")
 
     @property
     def nodelay(self) -> tuple[int, int, int, int]:
@@ -55,4 +70,16 @@ class KcpConfig:
             mtu=settings.option("kcp_mtu", DEFAULT_MTU),
             sndwnd=settings.option("kcp_sndwnd", DEFAULT_SNDWND),
             rcvwnd=settings.option("kcp_rcvwnd", DEFAULT_RCVWND),
+            fec=parse_fec(settings.option("kcp_fec", "{},{}".format(*DEFAULT_FEC))),
         )
+
+
+def parse_fec(text: str) -> tuple[int, int]:
+    """``K,M`` (data and parity datagrams per group) or ``off``; ConfigError otherwise."""
+    if text.strip().lower() in ("off", "0", "0,0"):
+        return (0, 0)
+    data, _, parity = text.partition(",")
+    try:
+        return (int(data), int(parity))
+    except ValueError:
+        raise ConfigError(f"--kcp-fec {text!r}: expected K,M (10,3) or off") from None

@@ -1,10 +1,12 @@
 """The first datagram of a conversation, and what both ends derive from it.
 
-The client's hello (``ClientConnection.hello()``) travels alone in one datagram sealed with
-the per-packet sealer under ``HELLO_LABEL``; the client sends it again until the server
-answers. Both ends then derive the conversation's id, its KCP ``conv`` and its two
-directional keys from the hello's salt (``DatagramKeys``, label ``DATAGRAM_LABEL``), so
-every later datagram is ``session id || counter || sealed KCP segments``.
+The client's hello (``ClientConnection.hello()``), after two bytes naming its FEC groups
+(data, parity; 0, 0 for none), travels alone in one datagram sealed with the per-packet
+sealer under ``HELLO_LABEL``; the client sends it again until the server answers, and the
+server uses the client's FEC for the session. Both ends then derive the conversation's
+id, its KCP ``conv`` and its two directional keys from the hello's salt (``DatagramKeys``,
+label ``DATAGRAM_LABEL``), so every later datagram is ``session id || counter || sealed KCP
+segments`` (FEC shards, when the client asked for FEC).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ __all__ = [
     "MIN_HELLO_DATAGRAM",
     "conv_of",
     "keys_for",
+    "parse_hello",
+    "seal_hello",
 ]
 
 HELLO_LABEL = b"kcp hello"
 DATAGRAM_LABEL = b"kcp"
-MIN_HELLO_DATAGRAM = PACKET_OVERHEAD + SALT_SIZE + 18 + 16  # seal, salt, sealed length, tag
+MIN_HELLO_DATAGRAM = PACKET_OVERHEAD + 2 + SALT_SIZE + 18 + 16  # seal, FEC, salt, length, tag
 MAX_HELLO_DATAGRAM = 1400  # a hello is ~90 bytes; padding keeps it far below this
 
 
@@ -41,6 +45,11 @@ def conv_of(keys: DatagramKeys) -> int:
     return int.from_bytes(keys.session_id[:4], "big")
 
 
-def seal_hello(master: bytes, hello: bytes) -> bytes:
+def seal_hello(master: bytes, hello: bytes, fec: tuple[int, int]) -> bytes:
     """The client's first datagram."""
-    return PacketSealer(master, HELLO_LABEL).seal(hello)
+    return PacketSealer(master, HELLO_LABEL).seal(bytes(fec) + hello)
+
+
+def parse_hello(plaintext: bytes) -> tuple[tuple[int, int], bytes]:
+    """The FEC the client asks for, and its hello."""
+    return (plaintext[0], plaintext[1]), plaintext[2:]

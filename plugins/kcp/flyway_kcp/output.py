@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from flyway_core.protocol.crypto import DatagramSealer
+from flyway_kcp.fec import FecEncoder
 
 __all__ = ["DUPLICATE_ACKS", "DatagramOutput"]
 
@@ -27,12 +28,17 @@ class DatagramOutput:
     latest authenticated address, so a client whose NAT mapping changed is followed there.
     """
 
-    __slots__ = ("_sealer", "_sock", "address", "bytes_sent", "dropped", "sent")
+    __slots__ = ("_fec", "_sealer", "_sock", "address", "bytes_sent", "dropped", "sent")
 
     def __init__(
-        self, sock: socket.socket, sealer: DatagramSealer, address: tuple[str, int] | None
+        self,
+        sock: socket.socket,
+        sealer: DatagramSealer,
+        address: tuple[str, int] | None,
+        fec: FecEncoder | None = None,
     ) -> None:
         self._sock = sock
+        self._fec = fec
         self._sealer = sealer
         self.address = address
         self.sent = 0
@@ -40,6 +46,10 @@ class DatagramOutput:
         self.dropped = 0  # datagrams the socket refused (full buffer): KCP sends them again
 
     def __call__(self, segments: bytes) -> int:
+        if self._fec is not None:
+            for shard in self._fec.shards(segments):
+                self._send(self._sealer.seal(shard))
+            return 0
         self._send(self._sealer.seal(segments))
         if DUPLICATE_ACKS and _only_acks(segments):  # a lost ack costs a spurious resend
             self._send(self._sealer.seal(segments))

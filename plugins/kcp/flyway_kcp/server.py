@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from collections.abc import AsyncIterator
 
-from flyway_core import FlywayError
+from flyway_core import ConfigError, FlywayError
 from flyway_core.interfaces import FrontDoor
 from flyway_core.protocol import ServerConnection
 from flyway_core.protocol.crypto import (
@@ -25,12 +26,14 @@ from flyway_core.protocol.crypto import (
 from flyway_core.protocol.errors import RemoteProtocolError
 from flyway_kcp.carrier import KcpCarrier
 from flyway_kcp.config import KcpConfig
+from flyway_kcp.fec import FecEncoder
 from flyway_kcp.handshake import (
     HELLO_LABEL,
     MAX_HELLO_DATAGRAM,
     MIN_HELLO_DATAGRAM,
     conv_of,
     keys_for,
+    parse_hello,
 )
 from flyway_kcp.output import DatagramOutput
 from flyway_kcp.udp import BatchReader, udp_socket
@@ -116,8 +119,9 @@ class KcpServer:
             self.dropped += 1
             return
         try:
-            hello = self._hellos.open(data)
-        except RemoteProtocolError:
+            fec, hello = parse_hello(self._hellos.open(data))
+            config = dataclasses.replace(self._config, fec=fec)  # the client's FEC
+        except (RemoteProtocolError, ConfigError):
             self.dropped += 1
             return
         keys = keys_for(self._master, hello)
@@ -130,10 +134,12 @@ class KcpServer:
         if connection is None or self._sock is None or self._tasks is None:
             self.dropped += 1
             return
-        output = DatagramOutput(self._sock, keys.sealer(client=False), address)
+        k, m = fec
+        encoder = FecEncoder(k, m) if k else None
+        output = DatagramOutput(self._sock, keys.sealer(client=False), address, encoder)
         carrier = KcpCarrier(
             conv_of(keys),
-            self._config,
+            config,
             output,
             keys.opener(client=False),
             on_close=lambda: self._forget(session_id),

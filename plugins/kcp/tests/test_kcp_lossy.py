@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import os
 
-from kcp_pairs import KcpPair
+from intermediaries.lossy_udp import Impairment
+from kcp_pairs import KcpPair, kcp_pair
 
 from flyway_core.testing.pairs import hashed_exchange
 
@@ -76,3 +77,13 @@ async def test_half_close_leaves_the_other_direction_open(lossy: KcpPair) -> Non
     async with asyncio.timeout(30):
         sent, answer = await _upload(lossy, 300_000)
     assert answer == sent
+
+
+async def test_jitter_reordering_and_duplicates_change_nothing_either() -> None:
+    rough = Impairment(loss=0.05, delay=0.03, jitter=0.01, reorder=0.03, duplicate=0.03)
+    async with kcp_pair(up=rough, down=rough, seed=7) as pair:
+        async with asyncio.timeout(60):
+            sent, echoed, size, received = await hashed_exchange(pair.local("echo"), 4 << 20)
+        assert (sent, size) == (echoed, received)
+        assert pair.relay.up.tally.duplicated and pair.relay.down.tally.duplicated
+        assert pair.endpoint.dropped > 0  # the duplicates: refused by the replay window

@@ -1,0 +1,78 @@
+"""Forward error correction: groups rebuilt from any K of K + M, garbage ignored, memory bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+import pytest
+from flyway_kcp.config import KcpConfig, parse_fec
+from flyway_kcp.fec import KEEP, FecDecoder, FecEncoder
+from kcp_pairs import KcpPair, kcp_pair
+
+from flyway_core import ConfigError, Settings
+from flyway_core.testing.pairs import hashed_exchange
+
+
+def test_any_k_of_a_group_rebuild_its_data() -> None:
+    rng = random.Random(3)
+    encoder, decoder = FecEncoder(10, 3), FecDecoder(10, 3)
+    sent = [os.urandom(rng.randrange(1, 1300)) for _ in range(10)]
+    shards = [s for payload in sent for s in encoder.shards(payload)]
+    assert len(shards) == 13
+    kept = rng.sample(range(13), 10)  # three lost, whichever they are
+    got = [p for i in sorted(kept, key=lambda _: rng.random()) for p in decoder.payloads(shards[i])]
+    assert sorted(got) == sorted(sent)
+    assert decoder.recovered == sum(1 for i in range(10) if i not in kept)
+
+
+def test_each_payload_comes_out_once_and_duplicates_add_nothing() -> None:
+    encoder, decoder = FecEncoder(4, 2), FecDecoder(4, 2)
+    sent = [os.urandom(100) for _ in range(8)]
+    shards = [s for payload in sent for s in encoder.shards(payload)]
+    got = [p for s in shards + shards for p in decoder.payloads(s)]
+    assert got == sent
+
+
+def test_too_few_shards_rebuild_nothing_and_data_still_passes() -> None:
+    encoder, decoder = FecEncoder(4, 2), FecDecoder(4, 2)
+    sent = [os.urandom(50) for _ in range(4)]
+    shards = [s for payload in sent for s in encoder.shards(payload)]
+    got = [p for s in (shards[0], shards[4]) for p in decoder.payloads(s)]
+    assert got == [sent[0]] and decoder.recovered == 0
+
+
+def test_garbage_shards_yield_nothing_and_memory_stays_bounded() -> None:
+    decoder = FecDecoder(10, 3)
+    rng = random.Random(5)
+    for _ in range(5000):
+        decoder.payloads(rng.randbytes(rng.randrange(0, 40)))
+    assert len(decoder._groups) <= KEEP
+
+
+def test_the_fec_option() -> None:
+    assert parse_fec("10,3") == (10, 3)
+    assert parse_fec("off") == (0, 0)
+    assert KcpConfig().fec == (10, 3)
+    for bad in ("ten", "10", "0,3"):
+        with pytest.raises(ConfigError, match="--kcp-fec"):
+            KcpConfig(fec=parse_fec(bad))
+
+
+async def test_without_fec_the_lossy_link_still_delivers_every_byte() -> None:
+    settings = Settings(password="pw", options={"kcp_fec": "off"})
+    async with kcp_pair(settings=settings) as pair:
+        async with asyncio.timeout(60):
+            sent, echoed, size, received = await hashed_exchange(pair.local("echo"), 3 << 20)
+        assert (sent, size) == (echoed, received)
+        (carrier,) = pair.endpoint.sessions.values()
+        assert carrier.recovered == 0 and carrier.retransmits > 0  # KCP resent what was lost
+
+
+async def test_with_fec_the_server_follows_the_client_and_rebuilds_losses(lossy: KcpPair) -> None:
+    async with asyncio.timeout(60):
+        sent, echoed, size, received = await hashed_exchange(lossy.local("echo"), 3 << 20)
+    assert (sent, size) == (echoed, received)
+    (carrier,) = lossy.endpoint.sessions.values()
+    assert carrier.recovered > 0
