@@ -12,6 +12,7 @@ transport cannot, as with TLS), so large files never pass through memory.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -61,7 +62,7 @@ class HeadAnswer(web.StreamResponse):
         connection = ("Connection", "keep-alive" if keep_alive else "close")
         framing = [h for h in headers if h[0] in _BEFORE_CONNECTION]
         rest = [h for h in headers if h[0] not in _BEFORE_CONNECTION]
-        date = ("Date", formatdate(usegmt=True))
+        date = ("Date", _now())
         self._head = CIMultiDict([("Server", SERVER), date, *framing, connection, *rest])
         self._keeps = keep_alive
         self._payload = body
@@ -95,6 +96,17 @@ class HeadAnswer(web.StreamResponse):
         if self._out is not None and not self._eof_sent:
             self._eof_sent = True
             await self._out.write_eof()
+
+
+def _now() -> str:
+    """The ``Date`` header's value, formatted once a second."""
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock[:] = [second, formatdate(second, usegmt=True)]
+    return str(_clock[1])
+
+
+_clock: list[int | str] = [0, ""]
 
 
 async def _sendfile(request: web.BaseRequest, region: FileRegion) -> None:

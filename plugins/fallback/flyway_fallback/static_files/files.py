@@ -14,15 +14,18 @@ directory asked without its slash gets nginx's 301 to it (an absolute
 nginx's default) say the client has it, or 206 for one satisfiable byte range
 (416 and nginx's page when none is). HTML over 20 bytes is gzipped, as Debian's
 ``gzip on`` does, for HTTP/1.1 clients that accept it (chunked, weak ETag, no
-ranges). Files up to ``SMALL_FILE`` are read and sent with the head in one write;
-larger ones go out with sendfile.
+ranges). Files up to ``SMALL_FILE`` are sent with the head in one write, from
+memory while their ``stat`` is unchanged (``SmallFiles``, 16 MiB); larger ones go
+out with sendfile.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import zlib
+from collections import OrderedDict
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,14 +34,22 @@ from flyway_core.frontdoor_pages import REASONS, page, page_body
 from flyway_fallback.static_files.answer import FileRegion, HeadAnswer
 from flyway_fallback.static_files.listing import listing
 from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
-from flyway_fallback.static_files.paths import Located, locate
+from flyway_fallback.static_files.paths import Located, inside, locate
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["MULTIPART_MAX", "SMALL_FILE", "StaticFallback", "early_status"]
+__all__ = [
+    "MULTIPART_MAX",
+    "SMALL_CACHE",
+    "SMALL_FILE",
+    "SmallFiles",
+    "StaticFallback",
+    "early_status",
+]
 
 SMALL_FILE = 64 << 10  # files up to this size are read whole and written with the head
+SMALL_CACHE = 16 << 20  # bytes of small files kept in memory (SmallFiles)
 MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
 _GZIP_MIN = 20  # nginx's gzip_min_length
 _GZIP_MAX = 8 << 20  # larger HTML is sent as it is
@@ -66,6 +77,7 @@ class StaticFallback:
     def __init__(self, root: Path, *, autoindex: bool = False) -> None:
         self.root = root.resolve()
         self.autoindex = autoindex
+        self._small = SmallFiles()
 
     def __str__(self) -> str:
         return f"static files from {self.root}" + (" (autoindex)" if self.autoindex else "")
@@ -77,12 +89,9 @@ class StaticFallback:
         if request.can_read_body:
             await request.release()  # nginx discards an unused body and keeps the connection
         located = locate(self.root, request.raw_path)
-        if located is None:
+        if located is None or located.stat is None:
             return page(404, request)
-        try:
-            st = os.stat(located.path)
-        except OSError:
-            return page(404, request)
+        st = located.stat
         if request.method not in ("GET", "HEAD", "POST"):
             return page(405, request)  # nginx looks for the file first (try_files)
         if stat.S_ISDIR(st.st_mode):
@@ -91,20 +100,16 @@ class StaticFallback:
             return page(404, request)
         if request.method == "POST":
             return page(405, request)
-        return _file(request, located.path, st)
+        return _file(request, located.path, st, self._small)
 
     def _directory(self, request: web.Request, located: Located) -> web.StreamResponse:
         if not located.slash:
             return _redirect(request, located)
-        index = located.path / "index.html"
-        try:
-            st = os.stat(index)
-        except OSError:
-            st = None
-        if st is not None and stat.S_ISREG(st.st_mode):
+        found = inside(str(self.root), str(located.path / "index.html"))
+        if found is not None and stat.S_ISREG(found[1].st_mode):
             if request.method == "POST":
                 return page(405, request)
-            return _file(request, index, st)
+            return _file(request, Path(found[0]), found[1], self._small)
         if not self.autoindex:
             return page(403, request)
         if request.method == "POST":
@@ -199,7 +204,8 @@ class _Unsatisfiable(Exception):
     """No range of the request's ``Range`` lies within the file."""
 
 
-def _http_date(when: float) -> str:
+@functools.lru_cache(maxsize=1024)
+def _http_date(when: int) -> str:
     return formatdate(when, usegmt=True)
 
 
@@ -207,7 +213,39 @@ def _content_type(path: Path) -> str:
     return TYPES.get(path.suffix[1:].lower(), DEFAULT_TYPE) if path.suffix else DEFAULT_TYPE
 
 
-def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamResponse:
+class SmallFiles:
+    """The bytes of recently sent small files, ``limit`` bytes in all, least recent out.
+
+    An entry is good while the file's inode, size and modification time (ns) are
+    what they were: the ``stat`` every request makes anyway says so.
+    """
+
+    def __init__(self, limit: int = SMALL_CACHE) -> None:
+        self.limit = limit
+        self._held = 0
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
+
+    def read(self, path: Path, st: os.stat_result) -> bytes:
+        key, version = str(path), (st.st_ino, st.st_size, st.st_mtime_ns)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == version:
+            self._entries.move_to_end(key)
+            return entry[1]
+        data = path.read_bytes()
+        if entry is not None:
+            self._held -= len(self._entries.pop(key)[1])
+        if len(data) == st.st_size:
+            self._entries[key] = (version, data)
+            self._held += len(data)
+            while self._held > self.limit:
+                _, (_, old) = self._entries.popitem(last=False)
+                self._held -= len(old)
+        return data
+
+
+def _file(
+    request: web.Request, path: Path, st: os.stat_result, small: SmallFiles
+) -> web.StreamResponse:
     size, mtime = st.st_size, int(st.st_mtime)
     etag, modified = _etag(st), _http_date(mtime)
     keep, head = request.keep_alive, request.method == "HEAD"
@@ -242,10 +280,8 @@ def _file(request: web.Request, path: Path, st: os.stat_result) -> web.StreamRes
     reason = "OK" if status == 200 else "Partial Content"
     if head or count == 0:
         return HeadAnswer(status, reason, headers, keep_alive=keep, head_only=True)
-    if count <= SMALL_FILE:
-        with path.open("rb") as file:
-            file.seek(start)
-            data = file.read(count)
+    if size <= SMALL_FILE:
+        data = small.read(path, st)[start : start + count]
         return HeadAnswer(status, reason, headers, data, keep_alive=keep)
     return HeadAnswer(status, reason, headers, FileRegion(path, start, count), keep_alive=keep)
 

@@ -6,18 +6,22 @@ slash or backslash (``%2F``, ``%5C``), a ``.`` or ``..`` segment (also encoded,
 ``%2e%2e``, or encoded twice, ``%252e%252e``), or bytes that are not strict
 UTF-8 (overlong forms such as ``%c0%ae`` included). Empty segments merge, as
 nginx's ``merge_slashes`` does, so ``//etc/passwd`` is ``etc/passwd`` under the
-root. Last, the path is resolved with its symlinks and must still lie under the
-root's own resolved path: a link pointing outside is refused like a missing file.
+root. Last, the path is walked from the root one segment at a time (``lstat``):
+a segment that is a symlink is resolved and must still lie under the root's own
+resolved path, else the target is refused like a missing file. A path without
+links costs one ``lstat`` per segment, and the last one is the file's ``stat``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes
 
-__all__ = ["Located", "locate"]
+__all__ = ["Located", "inside", "locate"]
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
@@ -27,14 +31,33 @@ _ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
 class Located:
     """A target that stays under the root: the file system path and how it was asked for."""
 
-    path: Path  # resolved, under the root (may not exist)
+    path: Path  # under the root, its links resolved
     uri: str  # the decoded path, as nginx's $uri (for redirects and listings)
     slash: bool  # the target ended in "/"
     query: str  # the query string, as sent (without "?")
+    stat: os.stat_result | None  # what is there (followed), None: nothing
+
+
+def inside(base: str, path: str) -> tuple[str, os.stat_result] | None:
+    """``path`` (under ``base``, a resolved directory) and its ``stat``, with a last segment
+    that is a symlink resolved; None if it points outside ``base`` or nothing is there."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            path = os.path.realpath(path)
+            if path != base and not path.startswith(base + os.sep):
+                return None
+            st = os.stat(path)
+    except OSError:
+        return None
+    return path, st
 
 
 def locate(root: Path, target: str) -> Located | None:
-    """Map a request target (``request.raw_path``) to a path under ``root``; None: 404."""
+    """Map a request target (``request.raw_path``) to a path under ``root``; None: 404.
+
+    ``root`` must be resolved already (``Path.resolve()``).
+    """
     target = _ABSOLUTE.sub("", target, count=1) or "/"  # absolute-form: its path only
     raw, _, query = target.partition("?")
     if not raw.startswith("/") or _ENCODED_SEPARATOR.search(raw):
@@ -53,8 +76,13 @@ def locate(root: Path, target: str) -> Located | None:
             return None
         if "\0" in twice:
             return None
-    base = root.resolve()
-    path = base.joinpath(*segments).resolve()
-    if path != base and base not in path.parents:
-        return None
-    return Located(path, uri, uri.endswith("/"), query)
+    base = path = str(root)
+    found: tuple[str, os.stat_result] | None = None
+    for segment in segments:
+        found = inside(base, os.path.join(path, segment))
+        if found is None:
+            return Located(Path(path, segment), uri, uri.endswith("/"), query, None)
+        path = found[0]
+    if found is None:
+        found = inside(base, base)
+    return Located(Path(path), uri, uri.endswith("/"), query, found[1] if found else None)
