@@ -286,6 +286,11 @@ class ReplayWindow:
         self._top = -1  # the newest accepted counter
         self._bits = 0  # bit i: counter top - i was accepted
 
+    @property
+    def newest(self) -> int:
+        """The highest counter accepted so far (-1 before the first)."""
+        return self._top
+
     def fresh(self, counter: int) -> bool:
         """Return True if ``counter`` was not accepted and is not too old to tell."""
         behind = self._top - counter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 
 from flyway_core import DialError, ServerURL, describe_error
@@ -56,21 +57,19 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
 
     reader = BatchReader(sock, on_datagram, carrier.batch_done)
     first = seal_hello(master, hello, config.fec)
+    pauses = itertools.chain(HELLO_RETRY, itertools.repeat(HELLO_RETRY[-1]))
     try:
         async with asyncio.timeout(HELLO_TIMEOUT):
-            for attempt in range(1 << 30):
+            while not carrier.heard.is_set():
                 with contextlib.suppress(OSError):  # refused (ICMP) or full: try again later
                     sock.send(first)
-                pause = HELLO_RETRY[min(attempt, len(HELLO_RETRY) - 1)]
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
+                    async with asyncio.timeout(next(pauses)):
                         await carrier.heard.wait()
-                if carrier.heard.is_set():
-                    return carrier
     except TimeoutError:
         carrier.shutdown()
         raise DialError(f"no answer from {server.host}:{server.port} over UDP") from None
     except BaseException:
         carrier.shutdown()
         raise
-    raise AssertionError("unreachable")
+    return carrier

@@ -18,6 +18,7 @@ __all__ = ["FRAGMENTS_PER_SEND", "Conversation"]
 
 FRAGMENTS_PER_SEND = 64  # segments per ikcp_send call; ikcp refuses 128 or more
 _DEAD = 0xFFFFFFFF  # ikcp's state once a segment was sent dead_link times unanswered
+_CLOCK = 0xFFFFFFFF  # ikcp's clock: milliseconds, modulo 2**32
 
 
 def _no_log(message: str) -> None:
@@ -80,7 +81,7 @@ class Conversation:
         last flush put it, it would read every round trip short and resend too early.
         """
         kcp = self._kcp
-        kcp.current = now
+        kcp.current = now & _CLOCK
         ok: bool = kcp.receive_data(segment) >= 0
         return ok
 
@@ -91,18 +92,22 @@ class Conversation:
 
     def update(self, now: int) -> None:
         """Run the clock to ``now`` (ms): flush when the interval is up, resend what timed out."""
-        self._kcp.update(now)
+        self._kcp.update(now & _CLOCK)
 
     def flush(self, now: int) -> None:
         """Send acknowledgements and whatever the window allows, now (after a batch)."""
         kcp = self._kcp
-        kcp.current = now
+        kcp.current = now & _CLOCK
         kcp.flush()
 
     def check(self, now: int) -> int:
-        """The time (ms) at which ``update`` must next run (clocks start near 0, no wrap)."""
-        due: int = self._kcp.check(now)
-        return due
+        """The time (ms) at which ``update`` must next run.
+
+        ikcp's clock is 32 bits of milliseconds; ours is not, so the answer is taken as
+        a distance from ``now`` (a session may outlive the 49.7 days to a wrap).
+        """
+        due: int = self._kcp.check(now & _CLOCK)
+        return now + ((due - now) & _CLOCK)
 
     def release(self) -> None:
         """Stop output: later flushes send nothing (ikcp itself goes with the object)."""

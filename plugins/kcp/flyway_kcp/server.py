@@ -19,6 +19,7 @@ from flyway_core import ConfigError, FlywayError
 from flyway_core.interfaces import FrontDoor
 from flyway_core.protocol import ServerConnection
 from flyway_core.protocol.crypto import (
+    DATAGRAM_HEADER,
     SESSION_ID_SIZE,
     PacketSealer,
     derive_master_key,
@@ -42,6 +43,10 @@ __all__ = ["KcpServer"]
 
 log = logging.getLogger("flyway.kcp")
 CLOSE_WAIT = 5.0  # seconds the endpoint waits for its sessions to end when it stops
+
+
+def _counter(datagram: bytes) -> int:
+    return int.from_bytes(datagram[SESSION_ID_SIZE:DATAGRAM_HEADER], "big")
 
 
 class KcpServer:
@@ -108,7 +113,9 @@ class KcpServer:
             self.dropped += 1
             return
         output = carrier.output
-        if output.address != address:  # authenticated and fresh: the client moved (NAT)
+        if output.address != address and _counter(data) == carrier.opener.window.newest:
+            # Authenticated, and the newest yet: the client moved (NAT). A late datagram
+            # from an old address, or a copy raced from elsewhere, does not move it back.
             log.debug("kcp session moved from %s to %s", output.address, address)
             output.address = address
         carrier.datagram_in(segments)

@@ -88,3 +88,29 @@ def test_garbage_segments_are_refused_by_ikcp() -> None:
     assert not c.input(b"\x00" * 3, 0)
     assert not c.input(os.urandom(24), 0)  # a segment with another conv
     c.release()
+
+
+def test_the_clock_may_pass_ikcps_32_bit_wrap() -> None:
+    wires: tuple[list[bytes], list[bytes]] = ([], [])
+    a = Conversation(9, KcpConfig(), lambda d: wires[0].append(d) or 0, overhead=32)
+    b = Conversation(9, KcpConfig(), lambda d: wires[1].append(d) or 0, overhead=32)
+    start = (1 << 32) - 50  # 49.7 days in
+    a.update(start)
+    b.update(start)
+    a.send(b"across the wrap")
+    got = b""
+    for now in range(start, start + 500, 10):
+        assert now <= a.check(now) <= now + 1000  # never behind, never wrapped far ahead
+        a.update(now)
+        b.update(now)
+        for segment in wires[0]:
+            b.input(segment, now)
+        for segment in wires[1]:
+            a.input(segment, now)
+        wires[0].clear()
+        wires[1].clear()
+        got += b.recv() or b""
+    assert got == b"across the wrap"
+    assert a.waitsnd == 0  # acknowledged after the wrap
+    a.release()
+    b.release()
