@@ -75,7 +75,7 @@ class StaticFallback:
     """Serves the files under ``root`` to every non-tunnel request, as nginx would."""
 
     def __init__(self, root: Path, *, autoindex: bool = False) -> None:
-        self.root = root.resolve()
+        self.root = os.path.realpath(root)
         self.autoindex = autoindex
         self._small = SmallFiles()
 
@@ -105,16 +105,16 @@ class StaticFallback:
     def _directory(self, request: web.Request, located: Located) -> web.StreamResponse:
         if not located.slash:
             return _redirect(request, located)
-        found = inside(str(self.root), str(located.path / "index.html"))
+        found = inside(self.root, os.path.join(located.path, "index.html"))
         if found is not None and stat.S_ISREG(found[1].st_mode):
             if request.method == "POST":
                 return page(405, request)
-            return _file(request, Path(found[0]), found[1], self._small)
+            return _file(request, found[0], found[1], self._small)
         if not self.autoindex:
             return page(403, request)
         if request.method == "POST":
             return page(405, request)
-        body = listing(located.path, located.uri)
+        body = listing(Path(located.path), located.uri)
         headers = [("Content-Type", "text/html")]
         return _maybe_gzipped(request, body, headers, "", len(body), streamed=True)
 
@@ -209,8 +209,9 @@ def _http_date(when: int) -> str:
     return formatdate(when, usegmt=True)
 
 
-def _content_type(path: Path) -> str:
-    return TYPES.get(path.suffix[1:].lower(), DEFAULT_TYPE) if path.suffix else DEFAULT_TYPE
+def _content_type(path: str) -> str:
+    suffix = os.path.splitext(path)[1]
+    return TYPES.get(suffix[1:].lower(), DEFAULT_TYPE) if suffix else DEFAULT_TYPE
 
 
 class SmallFiles:
@@ -225,13 +226,14 @@ class SmallFiles:
         self._held = 0
         self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
 
-    def read(self, path: Path, st: os.stat_result) -> bytes:
-        key, version = str(path), (st.st_ino, st.st_size, st.st_mtime_ns)
+    def read(self, path: str, st: os.stat_result) -> bytes:
+        key, version = path, (st.st_ino, st.st_size, st.st_mtime_ns)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == version:
             self._entries.move_to_end(key)
             return entry[1]
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
         if entry is not None:
             self._held -= len(self._entries.pop(key)[1])
         if len(data) == st.st_size:
@@ -244,7 +246,7 @@ class SmallFiles:
 
 
 def _file(
-    request: web.Request, path: Path, st: os.stat_result, small: SmallFiles
+    request: web.Request, path: str, st: os.stat_result, small: SmallFiles
 ) -> web.StreamResponse:
     size, mtime = st.st_size, int(st.st_mtime)
     etag, modified = _etag(st), _http_date(mtime)
@@ -255,7 +257,7 @@ def _file(
     ctype = _content_type(path)
     if ctype == "text/html" and _GZIP_MIN <= size <= _GZIP_MAX and _gzip_wanted(request):
         return _maybe_gzipped(
-            request, path.read_bytes(), [("Content-Type", ctype)], modified, size, etag
+            request, small.read(path, st), [("Content-Type", ctype)], modified, size, etag
         )
     try:
         chosen = _byte_ranges(request, size, etag, mtime)
@@ -281,14 +283,19 @@ def _file(
     if head or count == 0:
         return HeadAnswer(status, reason, headers, keep_alive=keep, head_only=True)
     if size <= SMALL_FILE:
-        data = small.read(path, st)[start : start + count]
+        try:
+            data = small.read(path, st)[start : start + count]
+        except PermissionError:
+            return page(403, request)  # nginx: 403 for a file it may not open
         return HeadAnswer(status, reason, headers, data, keep_alive=keep)
+    if not os.access(path, os.R_OK):
+        return page(403, request)
     return HeadAnswer(status, reason, headers, FileRegion(path, start, count), keep_alive=keep)
 
 
 def _multipart(
     request: web.Request,
-    path: Path,
+    path: str,
     ranges: list[tuple[int, int]],
     size: int,
     ctype: str,
@@ -307,7 +314,7 @@ def _multipart(
     _boundaries += 1
     boundary = f"{_boundaries:020d}"
     parts = []
-    with path.open("rb") as file:
+    with open(path, "rb") as file:
         for start, end in ranges:
             file.seek(start)
             head = f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\n"
@@ -329,7 +336,7 @@ def _multipart(
 
 
 def _file_whole(
-    request: web.Request, path: Path, size: int, ctype: str, modified: str, etag: str
+    request: web.Request, path: str, size: int, ctype: str, modified: str, etag: str
 ) -> web.StreamResponse:
     headers = [("Content-Type", ctype), ("Content-Length", str(size)), ("Last-Modified", modified)]
     headers += [("ETag", etag), ("Accept-Ranges", "bytes")]

@@ -18,7 +18,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes
 
 __all__ = ["Located", "inside", "locate"]
@@ -31,7 +30,7 @@ _ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
 class Located:
     """A target that stays under the root: the file system path and how it was asked for."""
 
-    path: Path  # under the root, its links resolved
+    path: str  # under the root, its links resolved
     uri: str  # the decoded path, as nginx's $uri (for redirects and listings)
     slash: bool  # the target ended in "/"
     query: str  # the query string, as sent (without "?")
@@ -53,10 +52,10 @@ def inside(base: str, path: str) -> tuple[str, os.stat_result] | None:
     return path, st
 
 
-def locate(root: Path, target: str) -> Located | None:
+def locate(root: str, target: str) -> Located | None:
     """Map a request target (``request.raw_path``) to a path under ``root``; None: 404.
 
-    ``root`` must be resolved already (``Path.resolve()``).
+    ``root`` must be resolved already (``os.path.realpath``).
     """
     target = _ABSOLUTE.sub("", target, count=1) or "/"  # absolute-form: its path only
     raw, _, query = target.partition("?")
@@ -76,13 +75,13 @@ def locate(root: Path, target: str) -> Located | None:
             return None
         if "\0" in twice:
             return None
-    base = path = str(root)
+    base = path = root
     found: tuple[str, os.stat_result] | None = None
     for segment in segments:
         found = inside(base, os.path.join(path, segment))
         if found is None:
-            return Located(Path(path, segment), uri, uri.endswith("/"), query, None)
+            return Located(os.path.join(path, segment), uri, uri.endswith("/"), query, None)
         path = found[0]
     if found is None:
         found = inside(base, base)
-    return Located(Path(path), uri, uri.endswith("/"), query, found[1] if found else None)
+    return Located(path, uri, uri.endswith("/"), query, found[1] if found else None)
