@@ -106,8 +106,9 @@ def test_a_missing_transport_plugin_names_the_package() -> None:
 def test_a_goflyway_flag_without_its_plugin_names_the_package(
     args: list[str], expected: str
 ) -> None:
-    # flyway-socks5 lives in this repository: disabled, -D is the placeholder again
-    result = run(*args, "-p", "x", env={"FLYWAY_DISABLE_PLUGINS": "socks5"})
+    # flyway-socks5 and flyway-kcp live in this repository: disabled, -D and -K are the
+    # placeholders again
+    result = run(*args, "-p", "x", env={"FLYWAY_DISABLE_PLUGINS": "socks5,kcp"})
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
