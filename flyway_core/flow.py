@@ -11,6 +11,7 @@ a flow holds no queue of its own, and a flood of datagrams stalls nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DATAGRAM_BUDGET", "FlowSession", "TunnelFlow"]
 
+log = logging.getLogger(__name__)
 DATAGRAM_BUDGET = 256 << 10  # datagram bytes an end keeps waiting (per session, per socket)
 
 
@@ -70,7 +72,11 @@ class TunnelFlow:
             return
         self.received += 1
         self.session.stats.received += len(data)
-        handler(address, data)
+        try:
+            handler(address, data)
+        except Exception as exc:  # one flow's bug ends that flow, not the session
+            log.warning("flow %d: its datagram handler failed: %r", self.stream_id, exc)
+            self.close(f"internal error ({type(exc).__name__})")
 
     def feed_accept(self, bound: Address | None = None) -> None:
         if not self._accepted.done():

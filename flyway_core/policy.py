@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from flyway_core.errors import ConfigError, TargetError
 from flyway_core.protocol import Address, ResetReason
 
-__all__ = ["NOT_ALLOWED", "IPAddress", "Policy", "Rule", "is_private"]
+__all__ = ["NOT_ALLOWED", "IPAddress", "Policy", "Rule", "is_private", "resolve"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,9 +47,22 @@ def is_private(address: IPAddress) -> bool:
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
+    """The address a connection to ``address`` really reaches, as the rules judge it.
+
+    An IPv4-mapped IPv6 address is its IPv4 address; the unspecified address
+    (0.0.0.0, ``::``) reaches this host's own services, so it is judged as loopback.
+    """
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return _LOOPBACK[address.version]
     return address
+
+
+_LOOPBACK: dict[int, IPAddress] = {
+    4: ipaddress.IPv4Address("127.0.0.1"),
+    6: ipaddress.IPv6Address("::1"),
+}
 
 
 def _normal(name: str) -> str:
@@ -196,13 +209,14 @@ class Policy:
         if literal is not None:
             found = [literal]
         else:
-            found = await _resolve(target)
+            found = await resolve(target)
         if not self.check(target, found):
             raise TargetError(NOT_ALLOWED, reason=ResetReason.NOT_ALLOWED)
         return [Address(str(address), target.port) for address in found]
 
 
-async def _resolve(target: Address) -> list[IPAddress]:
+async def resolve(target: Address) -> list[IPAddress]:
+    """Resolve ``target``'s name once (TargetError NAME_NOT_FOUND if it does not resolve)."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(

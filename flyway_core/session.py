@@ -117,6 +117,11 @@ class Session:
         return bool(self._conn.features & Feature.DATAGRAM_FLOWS)
 
     @property
+    def open_flows(self) -> int:
+        """How many datagram flows of this session are open."""
+        return len(self._flows)
+
+    @property
     def open_streams(self) -> int:
         """How many streams and flows of this session are open (being dialed, or relaying)."""
         return len(self._streams) + len(self._flows)
@@ -166,6 +171,9 @@ class Session:
         if self._flows.pop(flow.stream_id, None) is None:
             return
         flow.close()
+        if not self._done and self._conn.has_stream(flow.stream_id):  # ended by the peer's End:
+            self._conn.reset_stream(flow.stream_id, ResetReason.CANCELLED, "flow over")  # forget it
+            self._wake.set()
         self.stats.streams -= 1
         log.debug(
             "%s flow %d over: %d datagrams sent, %d received, %d dropped",
@@ -177,7 +185,8 @@ class Session:
         )
 
     def send_datagram(self, stream_id: int, address: Address, data: bytes) -> bool:
-        """Queue one datagram of a flow, unless it is over the datagram budget (then False).
+        """Queue one datagram of a flow; False (dropped) if it is over the datagram budget,
+        too large for one frame, or the flow or session is gone.
 
         Datagrams never wait: with ``DATAGRAM_BUDGET`` bytes of them already queued for
         a carrier that is behind, more are dropped, and stream credit is not touched.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from flyway_core.address import Address
 from flyway_core.errors import FlywayError, TargetError
 from flyway_core.events import Event, StreamUp
-from flyway_core.flow_relay import FlowRelay
+from flyway_core.flow_relay import FlowRelay, Resolvers
 from flyway_core.link import LocalLink
 from flyway_core.policy import Policy
 from flyway_core.protocol import ResetReason
@@ -38,6 +38,7 @@ __all__ = ["TARGET_TIMEOUT", "Upstream"]
 
 log = logging.getLogger(__name__)
 TARGET_TIMEOUT = 10.0  # seconds a dial to a stream's target may take
+FLOWS_PER_SESSION = 256  # datagram flows (UDP associations) open at once in one session
 
 
 class Upstream:
@@ -62,6 +63,7 @@ class Upstream:
         self._emit = emit
         self._per_session = streams_per_session
         self._in_all = streams_in_all
+        self._resolvers = Resolvers()  # flows' name lookups, shared by the whole server
 
     def __call__(self, session: Session, stream: TunnelStream) -> None:
         why = self._busy(session)
@@ -75,8 +77,11 @@ class Upstream:
     def serve_flow(self, session: Session, flow: TunnelFlow) -> None:
         """Serve a datagram flow the client opened (``Session.on_flow``), within the limits."""
         why = self._busy(session)
+        if why is None and session.open_flows > FLOWS_PER_SESSION:
+            why = f"busy: {FLOWS_PER_SESSION} datagram flows are open in this session"
         if why is None:
-            session.spawn(self._relay_flow(session, FlowRelay(flow, self._policy)))
+            relay = FlowRelay(flow, self._policy, self._resolvers)
+            session.spawn(self._relay_flow(session, relay))
             return
         flow.error = why
         session.reset_stream(flow.stream_id, ResetReason.BUSY, why)

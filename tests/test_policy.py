@@ -396,3 +396,11 @@ async def test_a_refusal_is_socks5_reply_2_and_http_proxy_403(echo_server: Addre
         finally:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "::ffff:0.0.0.0"])
+def test_the_unspecified_address_is_judged_as_loopback(host: str) -> None:
+    # A connection or datagram to 0.0.0.0 (or ::) reaches this host's own services.
+    assert not Policy.parse(deny=["127.0.0.0/8", "::1"]).check(Address(host, 53))
+    assert not Policy.parse(deny_private=True).check(Address(host, 53))
+    assert Policy.parse(deny=["10.0.0.0/8"]).check(Address(host, 53))

@@ -33,6 +33,7 @@ SessionClosed. A carrier that notices a dead peer itself turns both off
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import ClassVar
 
@@ -240,6 +241,8 @@ class Connection:
             case Datagram(stream_id, address, data):
                 if stream := self._incoming(stream_id, frame):
                     stream.receive(FrameType.DATAGRAM)
+                    if self._peer == "server" and not _is_ip(address.host):
+                        raise RemoteProtocolError(f"DATAGRAM from a name ({address.host!r})")
                     events.append(DatagramReceived(stream_id, address, data))
             case Window(stream_id, increment):
                 if stream := self._incoming(stream_id, frame):
@@ -452,6 +455,14 @@ class Connection:
         self._streams.clear()
         if self._writer is not None:
             self._send(Close(CloseReason(reason), truncate_message(message)))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _close_reason(code: int) -> CloseReason:

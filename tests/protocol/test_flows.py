@@ -20,6 +20,7 @@ from flyway_core.protocol import (
     ResetReason,
     SessionClosed,
     StreamAccepted,
+    StreamEnded,
     StreamReset,
     Window,
     decode_frame,
@@ -200,3 +201,33 @@ def test_a_reset_ends_a_flow_and_late_datagrams_are_dropped() -> None:
     assert pair.flush().client == [StreamReset(flow, ResetReason.CANCELLED, "association over")]
     assert not pair.server.has_stream(flow)
     assert not pair.client.has_stream(flow)
+
+
+def test_a_server_datagram_must_name_its_source_by_address() -> None:
+    pair, flow = _flow()
+    pair.server.accept_stream(flow)
+    pair.flush()
+    inject(pair.server, Datagram(flow, NAMED, b"from a name"))
+    with pytest.raises(RemoteProtocolError, match="DATAGRAM from a name"):
+        pair.deliver_to_client()
+
+
+def test_an_end_on_a_flow_ends_the_peers_half_and_the_server_may_still_reset() -> None:
+    pair, flow = _flow()
+    pair.server.accept_stream(flow)
+    pair.flush()
+    pair.client.end_stream(flow)
+    assert pair.flush().server == [StreamEnded(flow)]
+    assert pair.server.has_stream(flow)  # its own half is open until it ends or resets it
+    pair.server.reset_stream(flow, ResetReason.CANCELLED, "flow over")
+    assert not pair.server.has_stream(flow)
+    assert pair.flush().client == [StreamReset(flow, ResetReason.CANCELLED, "flow over")]
+
+
+def test_a_late_datagram_for_a_reset_flow_is_dropped_by_the_server() -> None:
+    pair, flow = _flow()
+    pair.server.accept_stream(flow)
+    pair.flush()
+    pair.client.send_datagram(flow, DNS, b"late")
+    pair.server.reset_stream(flow, ResetReason.CANCELLED, "")
+    assert pair.deliver_to_server() == []  # a legal race: nothing reported, no error

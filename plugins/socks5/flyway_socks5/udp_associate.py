@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import socket
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -45,10 +44,15 @@ _UNSPECIFIED_NAMES = {"0", ""}
 
 
 def udp_header(source: Address) -> bytes:
-    """The SOCKS UDP header naming ``source`` (an IP literal, as the server reports it)."""
-    ip = ipaddress.ip_address(source.host)
+    """The SOCKS UDP header naming ``source`` (an IP literal from the server; a name as ATYP 3)."""
+    port = source.port.to_bytes(2, "big")
+    try:
+        ip = ipaddress.ip_address(source.host)
+    except ValueError:
+        name = source.host.encode("idna")[:255]
+        return bytes([0, 0, 0, DOMAIN, len(name)]) + name + port
     kind = IPV4 if ip.version == 4 else IPV6
-    return bytes([0, 0, 0, kind]) + ip.packed + source.port.to_bytes(2, "big")
+    return bytes([0, 0, 0, kind]) + ip.packed + port
 
 
 def parse_datagram(packet: bytes) -> tuple[Address, bytes] | str:
@@ -122,6 +126,10 @@ class Association:
         else:
             self.drops["over the datagram budget"] += 1
 
+    def send_error(self, exc: Exception) -> None:
+        """An error for an earlier send to the client (EMSGSIZE for an answer too large)."""
+        self.drops[f"send error ({type(exc).__name__})"] += 1
+
     def from_server(self, source: Address, data: bytes) -> None:
         endpoint, port = self.endpoint, self.client_port
         if endpoint is None or port is None:
@@ -152,9 +160,10 @@ async def associate(
                 log.debug("%s UDP: %s", client.origin, message)
                 await client.refuse(failure(reason))
                 return
-            family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
             try:
-                endpoint = await open_udp(local[0], 0, association.from_client, family=family)
+                endpoint = await open_udp(
+                    local[0], 0, association.from_client, on_error=association.send_error
+                )
             except OSError as exc:
                 log.debug("%s UDP: cannot bind a relay socket: %s", client.origin, exc)
                 await client.refuse(failure(ResetReason.INTERNAL))
@@ -188,8 +197,8 @@ async def _until_over(client: Client, flow: Flow) -> None:
             while await client.reader.read(4096):
                 pass
 
-    control = asyncio.ensure_future(control_ends())
-    over = asyncio.ensure_future(flow.wait_closed())
+    control = asyncio.create_task(control_ends())
+    over = asyncio.create_task(flow.wait_closed())
     try:
         await asyncio.wait({control, over}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -325,9 +325,13 @@ async def test_datagrams_from_anyone_but_the_associated_client_are_dropped(
         assert await client.answer() == _header(echo.address) + b"mine"
         stranger.send(_header(echo.address) + b"theirs")
         assert await stranger.answer(timeout=0.5) is None
+        elsewhere = Client(relay)  # another address altogether, even on its first datagram
+        elsewhere.endpoint = await open_udp("127.0.0.2", 0, elsewhere._got)
+        elsewhere.send(_header(echo.address) + b"from 127.0.0.2")
+        assert await elsewhere.answer(timeout=0.5) is None
         assert len(echo.sources) == 1
-        client.close()
-        stranger.close()
+        for each in (client, stranger, elsewhere):
+            each.close()
 
 
 async def test_a_declared_port_admits_only_that_port(udp_proxy: UdpProxy, echo: UdpEcho) -> None:
@@ -388,8 +392,11 @@ async def test_the_servers_policy_applies_to_every_datagram(echo: UdpEcho) -> No
     settings = Settings(password="pw", policy=Policy.parse(deny=["127.0.0.1"]))
     async with _udp_proxy(settings) as proxy, _associate(proxy.address) as (reply, _):
         client = await Client(_relay(reply)).open()
-        client.send(_header(echo.address) + b"denied")
-        assert await client.answer(timeout=0.5) is None
+        async with udp_echo("127.0.0.2") as allowed:
+            client.send(_header(echo.address) + b"denied")
+            client.send(_header(allowed.address) + b"allowed")  # the association works
+            assert await client.answer() == _header(allowed.address) + b"allowed"
+            assert await client.answer(timeout=0.3) is None
         client.close()
     assert echo.sources == []
 
