@@ -137,6 +137,11 @@ class ClientTunnel:
             ran_from = time.monotonic()
             try:
                 await session.run()
+            except Exception as exc:  # a bug must not stop the tunnel: say so, dial again
+                cause = _innermost(exc)
+                log.error("session %s failed: %s: %s", session.id, type(cause).__name__, cause)
+                log.debug("session %s failed", session.id, exc_info=True)
+                session.error = session.error or f"internal error ({type(cause).__name__})"
             finally:
                 await self._set_session(None)
             brief = time.monotonic() - ran_from < STABLE_SECONDS
@@ -181,6 +186,13 @@ class ClientTunnel:
         async with self._changed:
             self._session = session
             self._changed.notify_all()
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _pause(backoff: float) -> float:
