@@ -9,7 +9,15 @@ import time
 
 from flyway_core.testing.probes import Answer, Probe, answer
 
-__all__ = ["SITE_PROBES", "Comparable", "comparable", "median_ms", "same_answers", "timed"]
+__all__ = [
+    "QUIET",
+    "SITE_PROBES",
+    "Comparable",
+    "comparable",
+    "median_ms",
+    "same_answers",
+    "timed",
+]
 
 # what a site with files invites beyond the corpus (paths of fallback_site.make_site)
 SITE_PROBES = [
@@ -46,9 +54,14 @@ def comparable(got: Answer, port: int) -> Comparable:
     return out
 
 
+QUIET = 0.3  # seconds of silence that end an answer (the server holds the connection)
+
+
 async def same_answers(probe: Probe, ours: int, theirs: int) -> tuple[Answer, Answer]:
     """Send ``probe`` to both ports at once; return both answers."""
-    a, b = await asyncio.gather(answer(ours, probe), answer(theirs, probe))
+    a, b = await asyncio.gather(
+        answer(ours, probe, quiet=QUIET), answer(theirs, probe, quiet=QUIET)
+    )
     return a, b
 
 
