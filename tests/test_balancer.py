@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from flyway_core import Address, ServerURL, Settings
-from flyway_core.events import Event, SessionUp
+from flyway_core.events import Event, NotTunnelTraffic, SessionUp, TunnelRejected
 from flyway_core.testing import forwarding, hashed_exchange, serving
 
 if TYPE_CHECKING:
@@ -66,9 +66,16 @@ async def test_each_session_stays_on_its_server_and_the_servers_share_the_client
 async def test_without_the_balancers_cookie_http_sessions_break(
     echo_server: Address, haproxy_balancer: BalancerFactory
 ) -> None:
-    """The control: the same balancer minus the cookie splits a session's requests."""
+    """The control: the same balancer minus the cookie splits a session's requests.
+
+    Split, a session usually breaks; its retries may yet land on its own server and
+    save it, so what is asserted is the split: the other server saw requests of a
+    session it never accepted (turned away as not tunnel traffic).
+    """
     settings = Settings(password="pw")
-    async with serving(settings, []) as (_, a), serving(settings, []) as (_, b):
+    on_a: list[Event] = []
+    on_b: list[Event] = []
+    async with serving(settings, on_a) as (_, a), serving(settings, on_b) as (_, b):
         balancer = haproxy_balancer([a.port, b.port], sticky=False)
         url = ServerURL.parse(balancer.url, default_port=80)
         events: list[Event] = []
@@ -80,4 +87,5 @@ async def test_without_the_balancers_cookie_http_sessions_break(
                 failed = sent != echoed
             except* (TimeoutError, ConnectionError, OSError, AssertionError):
                 failed = True  # AssertionError: the echo came back short (the session ended)
-        assert failed or sessions_up(events) > 1
+        turned_away = [e for e in on_a + on_b if isinstance(e, NotTunnelTraffic | TunnelRejected)]
+        assert failed or sessions_up(events) > 1 or turned_away
