@@ -67,7 +67,7 @@ __all__ = ["FIRST_BYTES_KEPT", "Claim", "ConnectionGuard", "DoorProtocol", "RawF
 
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 8190  # aiohttp's max_line_size: a longer request line is nginx's 414
-FIRST_BYTES_KEPT = 64 << 10  # a connection's first bytes kept for a hand-over (nginx: 32 KiB heads)
+FIRST_BYTES_KEPT = 40 << 10  # a connection's first bytes kept for a hand-over (nginx: 32 KiB heads)
 _HOLD_LIMIT = 1 << 20  # bytes held during a hand-over before the socket is no longer read
 
 

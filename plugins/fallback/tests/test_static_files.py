@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import resource
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -203,3 +204,30 @@ def test_a_spec_that_is_no_directory_is_a_config_error(tmp_path: Path) -> None:
         static_files.fallback_for(str(tmp_path / "missing"), Settings())
     assert static_files.fallback_for("http://127.0.0.1:1", Settings()) is None
     assert static_files.fallback_for(None, Settings()) is None
+
+
+async def test_large_html_is_gzipped_as_it_is_read_and_ranges_stream() -> None:
+    """Neither a large gzipped page nor many ranges are built whole in memory first;
+    what arrives is still the file."""
+    root = make_workdir("gzip")
+    html = ("<p>" + "flyway " * 40000 + "</p>\n").encode() * 8  # 2.2 MB of HTML
+    (root / "big.html").write_bytes(html)
+    blob = os.urandom(1 << 20)
+    (root / "blob.bin").write_bytes(blob)
+    try:
+        async with door(str(root)) as (_, bound), aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{bound.port}"
+            async with http.get(base + "/big.html", headers={"Accept-Encoding": "gzip"}) as got:
+                assert got.headers["Content-Encoding"] == "gzip"
+                assert await got.read() == html  # aiohttp inflates it
+            ranges = "bytes=0-9,100000-199999,900000-"
+            async with http.get(base + "/blob.bin", headers={"Range": ranges}) as got:
+                assert got.status == 206
+                reader = aiohttp.MultipartReader.from_response(got)
+                parts = []
+                while (part := await reader.next()) is not None:
+                    assert isinstance(part, aiohttp.BodyPartReader)
+                    parts.append(await part.read())
+        assert parts == [blob[:10], blob[100000:200000], blob[900000:]]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,15 +4,18 @@
 ``AbstractStreamWriter`` calls, as the door's ``ClosingPage`` does): an
 ``HTTP/1.1`` status line whatever the request's version, only the headers given,
 in the order given. The body is bytes (small files, pages; chunked when asked, as
-nginx's gzip filter sends) or a file region sent with ``loop.sendfile`` (the call
+nginx's gzip filter sends), a file region sent with ``loop.sendfile`` (the call
 aiohttp's ``FileResponse`` makes; it falls back to reads and writes where the
-transport cannot, as with TLS), so large files never pass through memory.
+transport cannot, as with TLS), a file gzipped as it is read, or pieces of bytes
+and file regions (multipart ranges) copied 64 KiB at a time: large files never
+pass through memory whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -26,7 +29,7 @@ from flyway_core.frontdoor_pages import SERVER
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["FileRegion", "HeadAnswer"]
+__all__ = ["Body", "FileRegion", "GzippedFile", "HeadAnswer"]
 
 # nginx writes these (those present) before Connection, and every other header after it
 _BEFORE_CONNECTION = frozenset(
@@ -43,6 +46,17 @@ class FileRegion:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class GzippedFile:
+    """The file at ``path``, gzipped as it is read (nginx's gzip filter at level 1)."""
+
+    path: str
+
+
+Body = bytes | FileRegion | GzippedFile | tuple[bytes | FileRegion, ...]
+_PIECE = 1 << 16
+
+
 class HeadAnswer(web.StreamResponse):
     """Status, headers (after ``Server`` and ``Date``) and a body, written as nginx would."""
 
@@ -51,7 +65,7 @@ class HeadAnswer(web.StreamResponse):
         status: int,
         reason: str,
         headers: Sequence[tuple[str, str]],
-        body: bytes | FileRegion = b"",
+        body: Body = b"",
         *,
         keep_alive: bool,
         chunked: bool = False,
@@ -87,6 +101,14 @@ class HeadAnswer(web.StreamResponse):
             writer.send_headers()
             await writer.drain()
             await _sendfile(request, body)
+        elif isinstance(body, GzippedFile):
+            await _gzip(writer, body)
+        elif isinstance(body, tuple):
+            for piece in body:
+                if isinstance(piece, FileRegion):
+                    await _copy(writer, piece)
+                else:
+                    await writer.write(piece)
         elif body:
             await writer.write(body)
         return writer
@@ -106,6 +128,26 @@ def _now() -> str:
 
 
 _clock: list[int | str] = [0, ""]
+
+
+async def _copy(writer: AbstractStreamWriter, region: FileRegion) -> None:
+    """Write a file region a piece at a time (between other bytes of one answer)."""
+    with open(region.path, "rb") as file:  # noqa: ASYNC230  # a local file, read in pieces
+        file.seek(region.offset)
+        left = region.count
+        while left > 0 and (piece := file.read(min(_PIECE, left))):
+            await writer.write(piece)
+            left -= len(piece)
+
+
+async def _gzip(writer: AbstractStreamWriter, body: GzippedFile) -> None:
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+    with open(body.path, "rb") as file:  # noqa: ASYNC230  # a local file, read in pieces
+        while piece := file.read(_PIECE):
+            packed = deflate.compress(piece)
+            if packed:
+                await writer.write(packed)
+    await writer.write(deflate.flush())
 
 
 async def _sendfile(request: web.BaseRequest, region: FileRegion) -> None:

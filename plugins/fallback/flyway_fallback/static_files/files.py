@@ -12,11 +12,11 @@ directory asked without its slash gets nginx's 301 to it (an absolute
 ``mime.types``, ``Last-Modified``, ``ETag`` ``"mtime-size"`` in hex,
 ``Accept-Ranges``), or 304 when ``If-None-Match`` / ``If-Modified-Since`` (exact,
 nginx's default) say the client has it, or 206 for one satisfiable byte range
-(416 and nginx's page when none is). HTML over 20 bytes is gzipped, as Debian's
-``gzip on`` does, for HTTP/1.1 clients that accept it (chunked, weak ETag, no
-ranges). Files up to ``SMALL_FILE`` are sent with the head in one write, from
-memory while their ``stat`` is unchanged (``SmallFiles``, 16 MiB); larger ones go
-out with sendfile.
+(416 and nginx's page when none is; several: ``multipart/byteranges``). HTML over
+20 bytes is gzipped, as Debian's ``gzip on`` does, for HTTP/1.1 clients that
+accept it (chunked, weak ETag, no ranges; a large file as it is read). Files up
+to ``SMALL_FILE`` are sent with the head in one write, from memory while their
+``stat`` is unchanged (``SmallFiles``, 16 MiB); larger ones go out with sendfile.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flyway_core.frontdoor_pages import REASONS, page, page_body
-from flyway_fallback.static_files.answer import FileRegion, HeadAnswer
+from flyway_fallback.static_files.answer import FileRegion, GzippedFile, HeadAnswer
 from flyway_fallback.static_files.listing import listing
 from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
 from flyway_fallback.static_files.paths import Located, inside, locate
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = [
-    "MULTIPART_MAX",
+    "MAX_RANGES",
     "SMALL_CACHE",
     "SMALL_FILE",
     "SmallFiles",
@@ -52,8 +52,7 @@ SMALL_FILE = 64 << 10  # files up to this size are read whole and written with t
 SMALL_CACHE = 16 << 20  # bytes of small files kept in memory (SmallFiles)
 MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
 _GZIP_MIN = 20  # nginx's gzip_min_length
-_GZIP_MAX = 8 << 20  # larger HTML is sent as it is
-MULTIPART_MAX = 8 << 20  # bytes of several ranges answered at once (more: the whole file)
+MAX_RANGES = 100  # ranges in one request answered as multipart (more: the whole file)
 _boundaries = 0  # multipart answers so far (their boundary)
 
 
@@ -255,10 +254,11 @@ def _file(
         headers = [("Last-Modified", modified), ("ETag", etag)]
         return HeadAnswer(304, "Not Modified", headers, keep_alive=keep, head_only=True)
     ctype = _content_type(path)
-    if ctype == "text/html" and _GZIP_MIN <= size <= _GZIP_MAX and _gzip_wanted(request):
-        return _maybe_gzipped(
-            request, small.read(path, st), [("Content-Type", ctype)], modified, size, etag
+    if ctype == "text/html" and size >= _GZIP_MIN and _gzip_wanted(request):
+        html: bytes | GzippedFile = (
+            small.read(path, st) if size <= SMALL_FILE else GzippedFile(path)
         )
+        return _maybe_gzipped(request, html, [("Content-Type", ctype)], modified, size, etag)
     try:
         chosen = _byte_ranges(request, size, etag, mtime)
     except _Unsatisfiable:
@@ -305,25 +305,24 @@ def _multipart(
     """nginx's ``multipart/byteranges`` answer: each range with its own small head.
 
     The boundary is a counter of this process, twenty digits, as nginx's is of its own.
-    Past ``MULTIPART_MAX`` bytes in all, the file is sent whole instead (a bound on
-    what one request makes the server hold).
+    The parts are copied from the file as they are written; past ``MAX_RANGES`` ranges
+    the file is sent whole (a bound on the work one request asks for).
     """
     global _boundaries
-    if sum(end - start + 1 for start, end in ranges) > MULTIPART_MAX:
+    if len(ranges) > MAX_RANGES:
         return _file_whole(request, path, size, ctype, modified, etag)
     _boundaries += 1
     boundary = f"{_boundaries:020d}"
-    parts = []
-    with open(path, "rb") as file:
-        for start, end in ranges:
-            file.seek(start)
-            head = f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\n"
-            head += f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n"
-            parts += [head.encode(), file.read(end - start + 1)]
+    parts: list[bytes | FileRegion] = []
+    for start, end in ranges:
+        head = f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\n"
+        head += f"Content-Range: bytes {start}-{end}/{size}\r\n\r\n"
+        parts += [head.encode(), FileRegion(path, start, end - start + 1)]
     parts.append(f"\r\n--{boundary}--\r\n".encode())
-    body = b"".join(parts)
+    length = sum(len(p) if isinstance(p, bytes) else p.count for p in parts)
+    body = tuple(parts)
     headers = [("Content-Type", f"multipart/byteranges; boundary={boundary}")]
-    headers += [("Content-Length", str(len(body))), ("Last-Modified", modified), ("ETag", etag)]
+    headers += [("Content-Length", str(length)), ("Last-Modified", modified), ("ETag", etag)]
     head_only = request.method == "HEAD"
     return HeadAnswer(
         206,
@@ -357,7 +356,7 @@ def _gzip_wanted(request: web.Request) -> bool:
 
 def _maybe_gzipped(
     request: web.Request,
-    body: bytes,
+    body: bytes | GzippedFile,
     headers: list[tuple[str, str]],
     modified: str,
     size: int,
@@ -371,6 +370,8 @@ def _maybe_gzipped(
     HTTP/1.1 and until the close for HTTP/1.0.
     """
     keep, head = request.keep_alive, request.method == "HEAD"
+    if isinstance(body, GzippedFile):  # only ever asked for when the client takes gzip
+        body = b"" if head else body
     if streamed and not _gzip_wanted(request):
         out = [*headers]
         if request.version >= (1, 1):
@@ -382,8 +383,10 @@ def _maybe_gzipped(
             200, "OK", out, b"" if head else body, keep_alive=keep, chunked=chunked, head_only=head
         )
     if size >= _GZIP_MIN and _gzip_wanted(request):
-        deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
-        packed = deflate.compress(body) + deflate.flush()
+        packed: bytes | GzippedFile = body
+        if isinstance(body, bytes):
+            deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+            packed = deflate.compress(body) + deflate.flush()
         out = [*headers]
         if modified:
             out.append(("Last-Modified", modified))
@@ -392,6 +395,7 @@ def _maybe_gzipped(
             out.append(("ETag", "W/" + etag))
         out.append(("Content-Encoding", "gzip"))
         return HeadAnswer(200, "OK", out, packed, keep_alive=keep, chunked=True)
+    assert isinstance(body, bytes)
     out = [*headers, ("Content-Length", str(len(body)))]
     if modified:
         out.append(("Last-Modified", modified))
