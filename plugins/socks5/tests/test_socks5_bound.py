@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
 from flyway_socks5 import socks4, socks5
 
 from flyway_core import Address
-from flyway_core.testing import free_port, wait_port
+from flyway_core.testing import free_port
+from flyway_core.testing.processes import flyway_processes
 
 
 class PeerRecorder:
@@ -113,31 +111,13 @@ async def test_real_processes_report_the_bound_address_over_each_transport(
     recorder: PeerRecorder, transport: list[str]
 ) -> None:
     server_port, socks_port = free_port(), free_port()
-    flyway = [sys.executable, "-m", "flyway_core"]
-    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "200"}
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(*args: str) -> None:
-        quiet = asyncio.subprocess.DEVNULL
-        procs.append(await asyncio.create_subprocess_exec(*args, env=env, stderr=quiet))
-
-    try:
-        await start(*flyway, f"127.0.0.1:{server_port}")
-        wait_port(server_port)
-        await start(*flyway, *transport, "-D", str(socks_port), f"127.0.0.1:{server_port}")
-        wait_port(socks_port)
+    async with flyway_processes({"FLYWAY_PASSWORD": "a long test password"}) as start:
+        await start(f"127.0.0.1:{server_port}", port=server_port)
+        await start(*transport, "-D", str(socks_port), f"127.0.0.1:{server_port}", port=socks_port)
         proxy = Address("127.0.0.1", socks_port)
         async with asyncio.timeout(15):
             while (answer := await _socks5_connect(proxy, recorder.address))[0]:
                 await asyncio.sleep(0.1)  # until the session is up
-        bound = answer[1]
-        assert recorder.peers == [bound]
-        assert bound.host == "127.0.0.1" and bound.port != 0
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    bound = answer[1]
+    assert recorder.peers == [bound]
+    assert bound.host == "127.0.0.1" and bound.port != 0

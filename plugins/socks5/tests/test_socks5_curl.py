@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from flyway_core import Address
-from flyway_core.testing import free_port, wait_port
+from flyway_core.testing import free_port
+from flyway_core.testing.processes import flyway_processes
 
 StartProxy = Callable[..., Any]  # the start_proxy fixture (conftest.py)
 
@@ -74,21 +72,10 @@ async def test_real_flyway_processes_serve_dash_d_with_credentials_from_the_envi
     web_target: Address,
 ) -> None:
     server_port, socks_port = free_port(), free_port()
-    flyway = [sys.executable, "-m", "flyway_core"]
-    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "200"}
-    client_env = {**env, "FLYWAY_SOCKS_AUTH": "alice:s3cret"}
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(*args: str, env: dict[str, str]) -> None:
-        quiet = asyncio.subprocess.DEVNULL
-        procs.append(await asyncio.create_subprocess_exec(*args, env=env, stderr=quiet))
-
-    try:
-        await start(*flyway, f"127.0.0.1:{server_port}", env=env)
-        wait_port(server_port)
-        client = [*flyway, "-D", str(socks_port), f"127.0.0.1:{server_port}"]
-        await start(*client, env=client_env)
-        wait_port(socks_port)
+    client = ["-D", str(socks_port), f"127.0.0.1:{server_port}"]
+    async with flyway_processes({"FLYWAY_PASSWORD": "a long test password"}) as start:
+        await start(f"127.0.0.1:{server_port}", port=server_port)
+        await start(*client, env={"FLYWAY_SOCKS_AUTH": "alice:s3cret"}, port=socks_port)
         url = f"http://localhost:{web_target.port}/"
         proxy = f"socks5h://alice:s3cret@127.0.0.1:{socks_port}"
         async with asyncio.timeout(15):
@@ -96,12 +83,4 @@ async def test_real_flyway_processes_serve_dash_d_with_credentials_from_the_envi
                 await asyncio.sleep(0.1)  # until the session is up
             assert got == (0, BODY)
             assert (await _curl("--socks5-hostname", f"127.0.0.1:{socks_port}", url))[0] != 0
-        assert "s3cret" not in " ".join(client)
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    assert "s3cret" not in " ".join(client)

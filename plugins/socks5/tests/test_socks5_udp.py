@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import signal
 import socket
 import struct
 import sys
@@ -31,8 +30,9 @@ from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
 from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
-from flyway_core.testing import free_port, joined_tunnel, wait_port
+from flyway_core.testing import free_port, joined_tunnel
 from flyway_core.testing.pairs import wait_for
+from flyway_core.testing.processes import flyway_processes
 from flyway_core.testing.udp import UdpEcho, udp_echo
 from flyway_core.udp import UdpEndpoint, open_udp
 
@@ -420,32 +420,14 @@ async def test_real_processes_carry_udp_over_each_transport(
     echo: UdpEcho, transport: list[str]
 ) -> None:
     server_port, socks_port = free_port(), free_port()
-    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "200"}
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(*args: str) -> None:
-        quiet = asyncio.subprocess.DEVNULL
-        procs.append(await asyncio.create_subprocess_exec(*args, env=env, stderr=quiet))
-
-    flyway = [sys.executable, "-m", "flyway_core"]
     payloads = [os.urandom(size) for size in (1, 512, 1400, 9000, 60000)] * 4
-    try:
-        await start(*flyway, f"127.0.0.1:{server_port}")
-        wait_port(server_port)
-        await start(*flyway, *transport, "-D", str(socks_port), f"127.0.0.1:{server_port}")
-        wait_port(socks_port)
-        target = ("127.0.0.1", echo.address.port)
+    target = ("127.0.0.1", echo.address.port)
+    async with flyway_processes({"FLYWAY_PASSWORD": "a long test password"}) as start:
+        await start(f"127.0.0.1:{server_port}", port=server_port)
+        await start(*transport, "-D", str(socks_port), f"127.0.0.1:{server_port}", port=socks_port)
         answers = await asyncio.to_thread(
             _pysocks_when_up, Address("127.0.0.1", socks_port), target, payloads
         )
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
     for payload, (data, source) in zip(payloads, answers, strict=True):
         assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
         assert source == target  # the SOCKS UDP header flyway put before each answer
