@@ -10,8 +10,10 @@ fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
 every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
 a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``; from
 ``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes;
-and in ``flyway_core.testing.probes`` the corpus of strangers' probes (``PROBES``) and
-``answer()``, which sends one over a raw socket and splits what came back.
+in ``flyway_core.testing.probes`` the corpus of strangers' probes (``PROBES``) and
+``answer()``, which sends one over a raw socket and splits what came back; in
+``processes`` ``flyway_processes`` (real ``flyway`` processes, always stopped); and in
+``udp`` ``udp_echo`` (a UDP echo target for datagram flows and SOCKS5 UDP).
 """
 
 from __future__ import annotations
