@@ -74,7 +74,7 @@ class Conversation:
         for start in range(0, len(data), split):
             kcp.send(view[start : start + split])
 
-    def input(self, segment: bytes, now: int) -> bool:
+    def input(self, segment: bytes | memoryview, now: int) -> bool:
         """Feed one datagram's KCP segments at ``now``; False if ikcp found them malformed.
 
         ikcp measures round trips against its own clock, so it is set first: left where the

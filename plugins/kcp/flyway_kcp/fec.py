@@ -1,10 +1,11 @@
 """Forward error correction for KCP datagrams: Reed-Solomon over groups, through zfec.
 
 Optional (``--kcp-fec K,M``). Every ``K`` datagrams the sender has sent make a group, and
-``M`` parity datagrams follow them; a receiver that gets any ``K`` of the ``K + M`` rebuilds
-the data datagrams it missed, so KCP never waits a round trip to resend them. Data datagrams
-go out at once, never held back for their group; a group that does not fill (a quiet link)
-gets no parity, and KCP resends what it lost as without FEC.
+``M`` parity datagrams follow them (while the link loses datagrams: ``output.py``); a
+receiver that gets any ``K`` of the ``K + M`` rebuilds the data datagrams it missed, so KCP
+never waits a round trip to resend them. Data datagrams go out at once, never held back for
+their group; a group that does not fill (a quiet link) gets no parity, and KCP resends what
+it lost as without FEC.
 
 A shard is the plaintext of one sealed datagram::
 
@@ -25,37 +26,51 @@ import zfec  # type: ignore[import-untyped]
 __all__ = ["FEC_HEADER", "FecDecoder", "FecEncoder"]
 
 _HEAD = struct.Struct(">IB")
+_DATA = struct.Struct(">IBH")  # a data shard's head: group, index, length
 _LENGTH = struct.Struct(">H")
-FEC_HEADER = _HEAD.size + _LENGTH.size  # what a data datagram carries beyond its segments
+FEC_HEADER = _DATA.size  # what a data datagram carries beyond its segments
 KEEP = 64  # groups the receiver remembers
 
 
 class FecEncoder:
     """Turn each outgoing payload into a data shard; after every ``k``, add ``m`` parity."""
 
-    __slots__ = ("_bodies", "_encoder", "_group", "_parity", "k", "m")
+    __slots__ = ("_encoder", "_group", "_parity", "_shards", "k", "m")
 
     def __init__(self, k: int, m: int) -> None:
         self.k, self.m = k, m
         self._encoder = zfec.Encoder(k, k + m)
         self._parity = list(range(k, k + m))
         self._group = 0
-        self._bodies: list[bytes] = []
+        self._shards: list[bytes] = []
 
-    def shards(self, payload: bytes) -> list[bytes]:
-        """The shards to send for ``payload``: its data shard, then any parity it completes."""
-        body = _LENGTH.pack(len(payload)) + payload
-        index = len(self._bodies)
-        out = [_HEAD.pack(self._group, index) + body]
-        self._bodies.append(body)
-        if index + 1 == self.k:
-            bodies, self._bodies = self._bodies, []
-            size = max(map(len, bodies))
-            padded = [b.ljust(size, b"\0") for b in bodies]
-            parity = self._encoder.encode(padded, self._parity)
-            out += [_HEAD.pack(self._group, self.k + i) + p for i, p in enumerate(parity)]
-            self._group = (self._group + 1) & 0xFFFFFFFF
-        return out
+    def shards(self, payload: bytes, *, parity: bool = True) -> list[bytes]:
+        """The shards to send for ``payload``: its data shard, then any parity it completes.
+
+        With ``parity`` False a group it completes ends without parity (a clean link).
+        """
+        index = len(self._shards)
+        shard = _DATA.pack(self._group, index, len(payload)) + payload
+        self._shards.append(shard)
+        if index + 1 < self.k:
+            return [shard]
+        shards, self._shards = self._shards, []
+        group, self._group = self._group, (self._group + 1) & 0xFFFFFFFF
+        if not parity:
+            return [shard]
+        size = max(map(len, shards)) - _HEAD.size
+        bodies = [s[_HEAD.size :].ljust(size, b"\0") for s in shards]
+        extra = self._encoder.encode(bodies, self._parity)
+        return [shard, *(_HEAD.pack(group, self.k + i) + p for i, p in enumerate(extra))]
+
+
+class _Group:
+    __slots__ = ("data", "done", "shards")
+
+    def __init__(self) -> None:
+        self.shards: dict[int, bytes] = {}  # index -> the whole shard, head included
+        self.data = 0  # data shards among them
+        self.done = False  # every data shard is in, received or rebuilt
 
 
 class FecDecoder:
@@ -66,58 +81,60 @@ class FecDecoder:
     def __init__(self, k: int, m: int) -> None:
         self.k, self.m = k, m
         self._decoder = zfec.Decoder(k, k + m)
-        # group -> its shards by index, or None once its data is all in (received or rebuilt)
-        self._groups: OrderedDict[int, dict[int, bytes] | None] = OrderedDict()
+        self._groups: OrderedDict[int, _Group] = OrderedDict()
         self.recovered = 0  # data datagrams rebuilt from parity
 
-    def payloads(self, shard: bytes) -> list[bytes]:
+    def payloads(self, shard: bytes) -> list[memoryview]:
         """The KCP payloads ``shard`` yields: its own (data), rebuilt ones, or none."""
-        if len(shard) < _HEAD.size + 1:
+        if len(shard) < _DATA.size:
             return []
-        group, index = _HEAD.unpack_from(shard)
-        if index >= self.k + self.m:
+        group_id, index = _HEAD.unpack_from(shard)
+        k = self.k
+        if index >= k + self.m:
             return []
-        body = shard[_HEAD.size :]
-        payload = None
-        if index < self.k and (payload := _payload(body)) is None:
+        payload = _payload(shard) if index < k else None
+        if index < k and payload is None:
             return []
         groups = self._groups
-        if group not in groups:
-            groups[group] = {}
-            while len(groups) > KEEP:
+        group = groups.get(group_id)
+        if group is None:
+            group = groups[group_id] = _Group()
+            if len(groups) > KEEP:
                 groups.popitem(last=False)
-        shards = groups[group]
-        if shards is None or index in shards:  # complete already, or a duplicate
+        if group.done or index in group.shards:  # complete already, or a duplicate
             return []
-        shards[index] = body
+        group.shards[index] = shard
         out = [] if payload is None else [payload]
-        if sum(1 for i in shards if i < self.k) == self.k:
-            groups[group] = None
-        elif len(shards) >= self.k:
-            out += self._rebuild(shards)
-            groups[group] = None
+        if index < k:
+            group.data += 1
+        if group.data == k:
+            group.done, group.shards = True, {}
+        elif len(group.shards) >= k:
+            out += self._rebuild(group)
+            group.done, group.shards = True, {}
         return out
 
-    def _rebuild(self, shards: dict[int, bytes]) -> list[bytes]:
-        size = max(map(len, shards.values()))
+    def _rebuild(self, group: _Group) -> list[memoryview]:
+        shards = group.shards
         numbers = sorted(shards)[: self.k]
-        blocks = [shards[i].ljust(size, b"\0") for i in numbers]
+        size = max(len(shards[i]) for i in numbers) - _HEAD.size
+        blocks = [shards[i][_HEAD.size :].ljust(size, b"\0") for i in numbers]
         try:
             primary = self._decoder.decode(blocks, numbers)
         except zfec.Error:
             return []
         out = []
         for i in range(self.k):
-            if i not in shards and (payload := _payload(primary[i])) is not None:
-                out.append(payload)
-                self.recovered += 1
+            if i not in shards:
+                (length,) = _LENGTH.unpack_from(primary[i])
+                if length <= len(primary[i]) - _LENGTH.size:
+                    out.append(memoryview(primary[i])[_LENGTH.size : _LENGTH.size + length])
+                    self.recovered += 1
         return out
 
 
-def _payload(body: bytes) -> bytes | None:
-    if len(body) < _LENGTH.size:
+def _payload(shard: bytes) -> memoryview | None:
+    (length,) = _LENGTH.unpack_from(shard, _HEAD.size)
+    if length > len(shard) - _DATA.size:
         return None
-    (length,) = _LENGTH.unpack_from(body)
-    if length > len(body) - _LENGTH.size:
-        return None
-    return body[_LENGTH.size : _LENGTH.size + length]
+    return memoryview(shard)[_DATA.size : _DATA.size + length]

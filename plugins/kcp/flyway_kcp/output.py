@@ -1,17 +1,44 @@
-"""Where a conversation's segments go: sealed, one datagram each, to the peer's address."""
+"""Where a conversation's segments go: sealed, one datagram each, to the peer's address.
+
+With FEC, parity is sent only while the link is losing datagrams: from the first segment
+KCP sends again until ``FEC_HOLD`` seconds after the last. On a clean link that is never,
+and FEC costs a 7-byte header; on a lossy one resends keep coming (a group that loses more
+than its parity can rebuild, the tail of a burst), so parity stays on.
+"""
 
 from __future__ import annotations
 
 import socket
+import time
 
 from flyway_core.protocol.crypto import DatagramSealer
 from flyway_kcp.fec import FecEncoder
 
-__all__ = ["DUPLICATE_ACKS", "DatagramOutput"]
+__all__ = ["DUPLICATE_ACKS", "FEC_HOLD", "DatagramOutput"]
 
 DUPLICATE_ACKS = True
+FEC_HOLD = 60.0  # seconds parity stays on after KCP last sent a segment again
 _ACK = 82  # ikcp's IKCP_CMD_ACK
+_PUSH = 81  # ikcp's IKCP_CMD_PUSH (data)
 _HEADER = 24  # bytes of an ikcp segment header; an ACK carries nothing after it
+_SERIAL = 0xFFFFFFFF
+
+
+def _newest_push(segments: bytes, newest: int) -> tuple[int, bool]:
+    """Walk ikcp's segments (little-endian headers): the newest data sn, and any resent."""
+    resent = False
+    offset, end = 0, len(segments) - _HEADER
+    while offset <= end:
+        length = int.from_bytes(segments[offset + 20 : offset + 24], "little")
+        if segments[offset + 4] == _PUSH:
+            sn = int.from_bytes(segments[offset + 12 : offset + 16], "little")
+            ahead = (sn - newest) & _SERIAL
+            if newest < 0 or 0 < ahead < 0x80000000:
+                newest = sn
+            else:
+                resent = True
+        offset += _HEADER + length
+    return newest, resent
 
 
 def _only_acks(segments: bytes) -> bool:
@@ -28,7 +55,18 @@ class DatagramOutput:
     latest authenticated address, so a client whose NAT mapping changed is followed there.
     """
 
-    __slots__ = ("_fec", "_sealer", "_sock", "address", "bytes_sent", "dropped", "sent")
+    __slots__ = (
+        "_fec",
+        "_newest",
+        "_sealer",
+        "_sock",
+        "address",
+        "bytes_sent",
+        "dropped",
+        "lossy_until",
+        "resends",
+        "sent",
+    )
 
     def __init__(
         self,
@@ -44,11 +82,22 @@ class DatagramOutput:
         self.sent = 0
         self.bytes_sent = 0
         self.dropped = 0  # datagrams the socket refused (full buffer): KCP sends them again
+        self.resends = 0  # datagrams carrying a segment sent before (with FEC only)
+        self.lossy_until = 0.0  # time.monotonic() until which parity is sent
+        self._newest = -1  # the newest data segment's sn sent so far
 
     def __call__(self, segments: bytes) -> int:
         if self._fec is not None:
-            for shard in self._fec.shards(segments):
+            self._newest, resent = _newest_push(segments, self._newest)
+            now = time.monotonic()
+            if resent:
+                self.resends += 1
+                self.lossy_until = now + FEC_HOLD
+            parity = now < self.lossy_until
+            for shard in self._fec.shards(segments, parity=parity):
                 self._send(self._sealer.seal(shard))
+                if not parity and DUPLICATE_ACKS and _only_acks(segments):
+                    self._send(self._sealer.seal(shard))  # no parity covers it: send it twice
             return 0
         self._send(self._sealer.seal(segments))
         if DUPLICATE_ACKS and _only_acks(segments):  # a lost ack costs a spurious resend

@@ -9,6 +9,7 @@ import random
 import pytest
 from flyway_kcp.config import KcpConfig, parse_fec
 from flyway_kcp.fec import KEEP, FecDecoder, FecEncoder
+from intermediaries.lossy_udp import Impairment
 from kcp_pairs import KcpPair, kcp_pair
 
 from flyway_core import ConfigError, Settings
@@ -22,7 +23,11 @@ def test_any_k_of_a_group_rebuild_its_data() -> None:
     shards = [s for payload in sent for s in encoder.shards(payload)]
     assert len(shards) == 13
     kept = rng.sample(range(13), 10)  # three lost, whichever they are
-    got = [p for i in sorted(kept, key=lambda _: rng.random()) for p in decoder.payloads(shards[i])]
+    got = [
+        bytes(p)
+        for i in sorted(kept, key=lambda _: rng.random())
+        for p in decoder.payloads(shards[i])
+    ]
     assert sorted(got) == sorted(sent)
     assert decoder.recovered == sum(1 for i in range(10) if i not in kept)
 
@@ -31,7 +36,7 @@ def test_each_payload_comes_out_once_and_duplicates_add_nothing() -> None:
     encoder, decoder = FecEncoder(4, 2), FecDecoder(4, 2)
     sent = [os.urandom(100) for _ in range(8)]
     shards = [s for payload in sent for s in encoder.shards(payload)]
-    got = [p for s in shards + shards for p in decoder.payloads(s)]
+    got = [bytes(p) for s in shards + shards for p in decoder.payloads(s)]
     assert got == sent
 
 
@@ -39,7 +44,7 @@ def test_too_few_shards_rebuild_nothing_and_data_still_passes() -> None:
     encoder, decoder = FecEncoder(4, 2), FecDecoder(4, 2)
     sent = [os.urandom(50) for _ in range(4)]
     shards = [s for payload in sent for s in encoder.shards(payload)]
-    got = [p for s in (shards[0], shards[4]) for p in decoder.payloads(s)]
+    got = [bytes(p) for s in (shards[0], shards[4]) for p in decoder.payloads(s)]
     assert got == [sent[0]] and decoder.recovered == 0
 
 
@@ -76,3 +81,19 @@ async def test_with_fec_the_server_follows_the_client_and_rebuilds_losses(lossy:
     assert (sent, size) == (echoed, received)
     (carrier,) = lossy.endpoint.sessions.values()
     assert carrier.recovered > 0
+
+
+async def test_a_clean_link_gets_no_parity_and_a_lossy_one_does() -> None:
+    clean = Impairment(delay=0.005)
+    async with kcp_pair(up=clean, down=clean) as pair:
+        async with asyncio.timeout(30):  # small: a saturated CPU's late acks cost resends too
+            for _ in range(4):
+                await hashed_exchange(pair.local("echo"), 64 << 10)
+        (carrier,) = pair.endpoint.sessions.values()
+        assert carrier.output.resends == 0 and carrier.output.lossy_until == 0.0
+    async with kcp_pair() as pair:  # 5% loss: resends switch parity on
+        async with asyncio.timeout(30):
+            await hashed_exchange(pair.local("echo"), 2 << 20)
+        (carrier,) = pair.endpoint.sessions.values()
+        assert carrier.output.resends > 0 and carrier.output.lossy_until > 0  # ours is on
+        assert carrier.recovered > 0  # and the client's parity rebuilt what was lost
