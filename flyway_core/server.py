@@ -176,12 +176,32 @@ class FlywayServer:
     # --- running ------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._site_expects(request):  # the site answers it, 100 or not (no transport sends it)
+            self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
+            return await self.fallback(request)
         for handler in self._handlers:
             response = await handler(request)
             if response is not None:
                 return response
         self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
         return await self.fallback(request)
+
+    def _site_expects(self, request: web.BaseRequest) -> bool:
+        """``Expect: 100-continue`` on a sized body, and a fallback that takes connections.
+
+        The site then gets the connection and decides on the 100 itself (nginx sends
+        none for an answer it gives without reading the body); flyway's own clients
+        never send ``Expect``. A chunked body keeps the door's 100 (its bytes as sent
+        are gone once aiohttp has read them).
+        """
+        if not isinstance(self.fallback_handler, RawFallback) or request.content_length is None:
+            return False
+        return request.headers.get("Expect", "").lower() == "100-continue"
+
+    async def _expect_continue(self, request: web.Request) -> None:
+        """The route's ``Expect`` handler: the door's 100, unless the site is to answer it."""
+        if not self._site_expects(request):
+            await expect_continue(request)
 
     @web.middleware
     async def _door(
@@ -204,7 +224,7 @@ class FlywayServer:
         never inflated.
         """
         app = web.Application(client_max_size=8 << 20, middlewares=[self._door])
-        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=expect_continue)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=self._expect_continue)
         app.on_response_prepare.append(stamp_headers)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         async with AsyncExitStack() as stack:

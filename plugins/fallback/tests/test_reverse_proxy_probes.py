@@ -12,6 +12,7 @@ than noise. docs/fallback.md lists what can still tell them apart.
 from __future__ import annotations
 
 import base64
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -137,3 +138,16 @@ async def test_the_tunnel_still_works_in_front_of_the_site(nginx_site: int) -> N
             async with forwarding(url, transport, settings, [echo], []) as (_, ports):
                 sent, echoed, *_ = await hashed_exchange(ports[echo], 1 << 20)
                 assert sent == echoed
+
+
+@pytest.mark.parametrize("body", [b"", b"ab"], ids=["body held back", "body sent along"])
+async def test_expect_100_continue_gets_the_sites_interim_answers_too(
+    body: bytes, proxied: int, nginx_site: int
+) -> None:
+    """The corpus compares final answers; here every status line counts, 100s included
+    (nginx sends none for a 404 it gives without reading the body)."""
+    head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    ours, theirs = await same_answers(Probe("expect", head + body), proxied, nginx_site)
+    lines = [re.findall(rb"HTTP/1\.1 \d{3}[^\r]*\r\n", a.raw) for a in (ours, theirs)]
+    assert lines[0] == lines[1] and lines[0]
+    _assert_alike(ours, theirs, proxied, nginx_site)

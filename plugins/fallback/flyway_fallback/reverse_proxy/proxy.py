@@ -14,8 +14,9 @@ decompressed).
 
 Some requests the pooled client cannot send as they came: upgrades (WebSocket),
 ``CONNECT``, targets that are not a path (``*``, absolute URIs), other HTTP
-versions, HTTP/1.1 without ``Host``. For those, when nothing was pipelined after
-them and they have no body, the front door hands the whole connection to a
+versions, HTTP/1.1 without ``Host``, ``Expect: 100-continue`` on a sized body.
+For those, when nothing was pipelined after them and they have no body (or, with
+``Expect``, a sized one), the front door hands the whole connection to a
 ``Splice`` with the request's head rebuilt (plus ``X-Forwarded-*``), and the site
 speaks for itself from then on: a 101 and the WebSocket that follows, or its own
 answer. The door does the same, unasked, with a connection whose first request it
@@ -144,6 +145,8 @@ class ReverseProxyFallback:
                 if pipe is not None:
                     target = self.upstream.target(request.raw_path)
                     head = request_head(request, target, upstream_host=self._host)
+                    if _expects(request):  # what came of the body already, as it came
+                        head += request.content.read_nowait()
                     return held.hand_over(pipe, head)
                 held.release()
                 return page(502, request)
@@ -221,9 +224,20 @@ class ReverseProxyFallback:
         self.splices -= 1
 
 
+def _expects(request: web.BaseRequest) -> bool:
+    expect = request.headers.get("Expect", "").lower() == "100-continue"
+    return expect and request.content_length is not None
+
+
 def _needs_whole_connection(request: web.BaseRequest) -> bool:
-    """Whether the pooled client could not send ``request`` as the client did."""
+    """Whether the pooled client could not send ``request`` as the client did.
+
+    That includes ``Expect: 100-continue`` on a sized body: the front door left the
+    100 to the site, which sends it, or not, itself.
+    """
     if "Upgrade" in request.headers or request.method == "CONNECT":
+        return True
+    if _expects(request):
         return True
     if not request.raw_path.startswith("/"):
         return True
