@@ -106,9 +106,10 @@ def test_a_missing_transport_plugin_names_the_package() -> None:
 def test_a_goflyway_flag_without_its_plugin_names_the_package(
     args: list[str], expected: str
 ) -> None:
-    # flyway-socks5 and flyway-kcp live in this repository: disabled, -D and -K are the
-    # placeholders again
-    result = run(*args, "-p", "x", env={"FLYWAY_DISABLE_PLUGINS": "socks5,kcp"})
+    # flyway-socks5, flyway-kcp and flyway-fallback live in this repository: disabled,
+    # -D, -K and -P are the placeholders again
+    disabled = "socks5,kcp,reverse_proxy,static_files"
+    result = run(*args, "-p", "x", env={"FLYWAY_DISABLE_PLUGINS": disabled})
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
