@@ -15,7 +15,7 @@ from flyway_kcp.config import KcpConfig
 from flyway_kcp.fec import FecEncoder
 from flyway_kcp.handshake import conv_of, keys_for, seal_hello
 from flyway_kcp.output import DatagramOutput
-from flyway_kcp.udp import BatchReader, udp_socket
+from flyway_kcp.udp import BatchReader, Peer, udp_socket
 
 __all__ = ["HELLO_RETRY", "dial"]
 
@@ -46,7 +46,7 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
 
     carrier = KcpCarrier(conv_of(keys), config, output, keys.opener(client=True), on_close=closed)
 
-    def on_datagram(data: bytes, address: tuple[str, int]) -> None:
+    def on_datagram(data: bytes, address: Peer) -> None:
         if data[:SESSION_ID_SIZE] != session_id:
             return
         try:

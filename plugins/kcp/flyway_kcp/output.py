@@ -13,6 +13,7 @@ import time
 
 from flyway_core.protocol.crypto import DatagramSealer
 from flyway_kcp.fec import FecEncoder
+from flyway_kcp.udp import Peer
 
 __all__ = ["DUPLICATE_ACKS", "FEC_HOLD", "DatagramOutput"]
 
@@ -72,7 +73,7 @@ class DatagramOutput:
         self,
         sock: socket.socket,
         sealer: DatagramSealer,
-        address: tuple[str, int] | None,
+        address: Peer | None,
         fec: FecEncoder | None = None,
     ) -> None:
         self._sock = sock

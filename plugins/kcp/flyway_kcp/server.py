@@ -37,7 +37,7 @@ from flyway_kcp.handshake import (
     parse_hello,
 )
 from flyway_kcp.output import DatagramOutput
-from flyway_kcp.udp import BatchReader, udp_socket
+from flyway_kcp.udp import BatchReader, Peer, udp_socket
 
 __all__ = ["KcpServer"]
 
@@ -102,7 +102,7 @@ class KcpServer:
         for carrier in touched:
             carrier.batch_done()
 
-    def _datagram(self, data: bytes, address: tuple[str, int]) -> None:
+    def _datagram(self, data: bytes, address: Peer) -> None:
         carrier = self._sessions.get(data[:SESSION_ID_SIZE])
         if carrier is None:
             self._hello(data, address)
@@ -121,7 +121,7 @@ class KcpServer:
         carrier.datagram_in(segments)
         self._touched.add(carrier)
 
-    def _hello(self, data: bytes, address: tuple[str, int]) -> None:
+    def _hello(self, data: bytes, address: Peer) -> None:
         if not MIN_HELLO_DATAGRAM <= len(data) <= MAX_HELLO_DATAGRAM:
             self.dropped += 1
             return

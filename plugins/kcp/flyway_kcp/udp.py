@@ -11,18 +11,19 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["BATCH", "BUFFER", "RECV_SIZE", "BatchReader", "udp_socket"]
+__all__ = ["BATCH", "BUFFER", "RECV_SIZE", "BatchReader", "Peer", "udp_socket"]
 
 BUFFER = 4 << 20  # socket buffers: the ~212 KB default overflows at windows of 256 and up
 BATCH = 256  # datagrams read per wake-up before the flush
 RECV_SIZE = 65536
 
-Address = tuple[str, int]
+Peer = tuple[Any, ...]  # a socket address: (host, port), or IPv6's (host, port, flow, scope)
 
 
 def udp_socket(
-    family: int, *, bind: Address | None = None, connect: Address | None = None
+    family: int, *, bind: Peer | None = None, connect: Peer | None = None
 ) -> socket.socket:
     """A non-blocking UDP socket with ``BUFFER``-byte buffers, bound or connected."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -47,7 +48,7 @@ class BatchReader:
     def __init__(
         self,
         sock: socket.socket,
-        on_datagram: Callable[[bytes, Address], None],
+        on_datagram: Callable[[bytes, Peer], None],
         on_batch: Callable[[], None],
     ) -> None:
         self._sock = sock
