@@ -20,24 +20,30 @@ reordered, cannot share a counter, so each is sealed under a key of its own inst
 
 A carrier of many datagrams per session (KCP) cannot afford an HKDF per packet, and its
 datagrams must not open in the other direction. It derives per-session, per-direction keys
-once, from the master key and the session's handshake salt, and numbers its datagrams::
+once and numbers its datagrams::
 
-    session id = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" id", 8)
-    c2s        = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" c2s", 32)
-    s2c        = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" s2c", 32)
-    datagram   = session id || u64 counter || AES-256-GCM(key, nonce=u32 0 || u64 counter,
-                                                         plaintext, ad=session id)
+    session id  = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" id", 8)
+    c2s         = HKDF-SHA256(master, salt=session salt, info=b"flyway/v1 " + label + b" c2s", 32)
+    s2c         = HKDF-SHA256(master, salt=session salt || server salt,
+                              info=b"flyway/v1 " + label + b" s2c", 32)
+    c2s datagram = session id  || u64 counter || AES-256-GCM(c2s, nonce=u32 0 || u64 counter,
+                                                             plaintext, ad=session id)
+    s2c datagram = server salt || u64 counter || AES-256-GCM(s2c, ..., ad=session id)
 
-(``DatagramKeys``, ``DatagramSealer``, ``DatagramOpener``). The counter starts at 0 and goes up
-by one per datagram, so a nonce is never used twice under one key; the opener refuses a counter
-it has already accepted or one too far behind the newest (``ReplayWindow``).
+The session salt is the client's (its handshake's); the server salt is 8 random bytes the
+server draws per session and puts where the session id would be, so a hello replayed to a
+server that forgot it (one that restarted) gets a fresh s2c: the server never seals two
+plaintexts under one key and nonce. (The client draws a fresh session salt every session.)
+(``DatagramKeys``, ``DatagramSealer``, ``DatagramOpener``.) Each counter starts at 0 and goes
+up by one per datagram; the opener refuses a counter it has already accepted or one too far
+behind the newest (``ReplayWindow``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
@@ -60,6 +66,7 @@ __all__ = [
     "Bytes",
     "DATAGRAM_HEADER",
     "DATAGRAM_OVERHEAD",
+    "SERVER_SALT_SIZE",
     "SESSION_ID_SIZE",
     "Cipher",
     "DatagramKeys",
@@ -83,6 +90,7 @@ PACKET_SALT_SIZE = 16
 PACKET_OVERHEAD = PACKET_SALT_SIZE + TAG_SIZE  # what PacketSealer.seal adds to a plaintext
 _ZERO_NONCE = bytes(NONCE_SIZE)
 SESSION_ID_SIZE = 8
+SERVER_SALT_SIZE = SESSION_ID_SIZE  # it takes the session id's place in server datagrams
 DATAGRAM_HEADER = SESSION_ID_SIZE + 8  # session id, counter
 DATAGRAM_OVERHEAD = DATAGRAM_HEADER + TAG_SIZE  # what DatagramSealer.seal adds to a plaintext
 REPLAY_WINDOW = 4096  # datagrams behind the newest that may still arrive (reordering)
@@ -237,11 +245,13 @@ class PacketSealer:
 
 @dataclass(frozen=True, slots=True)
 class DatagramKeys:
-    """One datagram session's id and keys, derived once from the master key and its salt."""
+    """One datagram session's id and client-to-server key, and how to make the other key."""
 
     session_id: bytes
-    client_to_server: bytes
-    server_to_client: bytes
+    client_to_server: bytes = field(repr=False)
+    _master: bytes = field(repr=False)
+    _salt: bytes = field(repr=False)
+    _info: bytes = field(repr=False)
 
     @classmethod
     def derive(cls, master: bytes, salt: bytes, label: bytes) -> DatagramKeys:
@@ -252,21 +262,29 @@ class DatagramKeys:
         session_id = HKDF(
             algorithm=hashes.SHA256(), length=SESSION_ID_SIZE, salt=salt, info=info + b" id"
         ).derive(master)
-        return cls(
-            session_id, _hkdf(master, salt, info + b" c2s"), _hkdf(master, salt, info + b" s2c")
-        )
+        return cls(session_id, _hkdf(master, salt, info + b" c2s"), master, salt, info)
 
-    def sealer(self, *, client: bool) -> DatagramSealer:
-        """The sealer for what this end sends (``client``: the client's end)."""
-        return DatagramSealer(
-            self.client_to_server if client else self.server_to_client, self.session_id
-        )
+    def server_to_client(self, server_salt: bytes) -> bytes:
+        """The server-to-client key under ``server_salt`` (``SERVER_SALT_SIZE`` bytes)."""
+        if len(server_salt) != SERVER_SALT_SIZE:
+            raise LocalProtocolError(f"server salt must be {SERVER_SALT_SIZE} bytes")
+        return _hkdf(self._master, self._salt + server_salt, self._info + b" s2c")
 
-    def opener(self, *, client: bool) -> DatagramOpener:
-        """The opener for what this end receives (``client``: the client's end)."""
-        return DatagramOpener(
-            self.server_to_client if client else self.client_to_server, self.session_id
-        )
+    def client_sealer(self) -> DatagramSealer:
+        """What the client seals with: ``session id || counter || ...``."""
+        return DatagramSealer(self.client_to_server, self.session_id, self.session_id)
+
+    def server_opener(self) -> DatagramOpener:
+        """What the server opens the client's datagrams with."""
+        return DatagramOpener(self.client_to_server, self.session_id)
+
+    def server_sealer(self, server_salt: bytes) -> DatagramSealer:
+        """What the server seals with: ``server salt || counter || ...``."""
+        return DatagramSealer(self.server_to_client(server_salt), server_salt, self.session_id)
+
+    def client_opener(self, server_salt: bytes) -> DatagramOpener:
+        """What the client opens the server's datagrams with, once it saw ``server_salt``."""
+        return DatagramOpener(self.server_to_client(server_salt), self.session_id)
 
 
 class ReplayWindow:
@@ -309,13 +327,16 @@ class ReplayWindow:
 
 
 class DatagramSealer:
-    """Seal one direction's datagrams: session id, counter, AES-256-GCM under the counter nonce."""
+    """Seal one direction's datagrams: a prefix, the counter, AES-256-GCM under the counter."""
 
-    __slots__ = ("_aead", "_counter", "_session_id")
+    __slots__ = ("_aead", "_associated", "_counter", "_prefix")
 
-    def __init__(self, key: bytes, session_id: bytes, *, counter: int = 0) -> None:
+    def __init__(self, key: bytes, prefix: bytes, associated: bytes, *, counter: int = 0) -> None:
+        if len(prefix) != SESSION_ID_SIZE:
+            raise LocalProtocolError(f"datagram prefix must be {SESSION_ID_SIZE} bytes")
         self._aead = _aead(key, Cipher.AES_256_GCM)
-        self._session_id = session_id
+        self._prefix = prefix
+        self._associated = associated
         self._counter = counter
 
     @property
@@ -324,33 +345,34 @@ class DatagramSealer:
         return self._counter
 
     def seal(self, plaintext: Bytes) -> bytes:
-        """Return ``session id || counter || ciphertext || tag`` (``DATAGRAM_OVERHEAD`` more)."""
+        """Return ``prefix || counter || ciphertext || tag`` (``DATAGRAM_OVERHEAD`` more)."""
         counter = self._counter
         if counter >= MAX_OPERATIONS:
             raise LocalProtocolError("datagram counter exhausted: start a new session")
         self._counter = counter + 1
         number = counter.to_bytes(8, "big")
         return (
-            self._session_id
+            self._prefix
             + number
-            + self._aead.encrypt(b"\0\0\0\0" + number, plaintext, self._session_id)
+            + self._aead.encrypt(b"\0\0\0\0" + number, plaintext, self._associated)
         )
 
 
 class DatagramOpener:
     """Open the peer's datagrams once each, in any order; refuse replays and forgeries."""
 
-    __slots__ = ("_aead", "_session_id", "window")
+    __slots__ = ("_aead", "_associated", "window")
 
-    def __init__(self, key: bytes, session_id: bytes, *, window: int = REPLAY_WINDOW) -> None:
+    def __init__(self, key: bytes, associated: bytes, *, window: int = REPLAY_WINDOW) -> None:
         self._aead = _aead(key, Cipher.AES_256_GCM)
-        self._session_id = session_id
+        self._associated = associated
         self.window = ReplayWindow(window)
 
     def open(self, datagram: Bytes) -> bytes:
         """Return the plaintext; RemoteProtocolError if forged, replayed, too old or too short.
 
-        The session id at the start is the caller's to match (it picks the opener by it).
+        The prefix (session id or server salt) is the caller's to match: it picks the
+        opener by it.
         """
         if len(datagram) < DATAGRAM_OVERHEAD:
             raise RemoteProtocolError(f"datagram of {len(datagram)} bytes is shorter than its seal")
@@ -361,7 +383,7 @@ class DatagramOpener:
             raise RemoteProtocolError("replayed or too old datagram")
         try:
             plaintext = self._aead.decrypt(
-                b"\0\0\0\0" + number, view[DATAGRAM_HEADER:], self._session_id
+                b"\0\0\0\0" + number, view[DATAGRAM_HEADER:], self._associated
             )
         except InvalidTag:
             raise RemoteProtocolError("datagram authentication failed") from None

@@ -7,8 +7,8 @@ seeded by ``seed``. It is bounded: each direction holds at most ``queue`` datagr
 delay line (more are dropped, as a router's full queue drops them), and it stops relaying
 ``lifetime`` seconds after it started. ``rebind()`` moves its side toward the target to a
 new source port, as a NAT whose mapping expired would; ``blocked = True`` drops everything
-(a vanished path); ``record=N`` keeps the first N client datagrams in ``recorded`` (what an
-attacker on the path would capture). Sockets are asyncio-dgram's.
+(a vanished path); ``record=N`` keeps the first N datagrams each way in ``recorded`` and
+``recorded_down`` (what an attacker on the path would capture). Sockets are asyncio-dgram's.
 
 Run on its own (the bench does): ``python -m intermediaries.lossy_udp --target PORT
 --loss 0.05 --delay 0.03`` prints the port it listens on, then relays until killed.
@@ -129,6 +129,7 @@ class LossyUdpRelay:
         self.blocked = False
         self.record = record
         self.recorded: list[bytes] = []
+        self.recorded_down: list[bytes] = []  # the first ``record`` datagrams the target sent
 
     @property
     def port(self) -> int:
@@ -197,6 +198,8 @@ class LossyUdpRelay:
             except OSError:  # ICMP port unreachable while the target is down: go on
                 continue
             if not self.blocked:
+                if len(self.recorded_down) < self.record:
+                    self.recorded_down.append(data)
                 self.down.push(data, loop.time())
 
     async def _send_up(self, data: bytes) -> None:

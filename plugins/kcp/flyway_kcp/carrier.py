@@ -42,7 +42,7 @@ class KcpCarrier(Carrier):
         conv: int,
         config: KcpConfig,
         output: DatagramOutput,
-        opener: DatagramOpener,
+        opener: DatagramOpener | None,
         *,
         on_close: Callable[[], None],
     ) -> None:
@@ -53,7 +53,7 @@ class KcpCarrier(Carrier):
         overhead = DATAGRAM_OVERHEAD + (FEC_HEADER if k else 0)
         self._conversation = Conversation(conv, config, output, overhead=overhead)
         self.output = output
-        self.opener = opener
+        self.opener = opener  # the server's, for its endpoint; the client's endpoint keeps its own
         self._sndwnd = config.sndwnd
         self._inbound: list[bytes] = []
         self._inbound_size = 0

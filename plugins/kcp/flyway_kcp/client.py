@@ -8,7 +8,12 @@ import itertools
 import socket
 
 from flyway_core import DialError, ServerURL, describe_error
-from flyway_core.protocol.crypto import SESSION_ID_SIZE, derive_master_key
+from flyway_core.protocol.crypto import (
+    DATAGRAM_OVERHEAD,
+    SERVER_SALT_SIZE,
+    DatagramOpener,
+    derive_master_key,
+)
 from flyway_core.protocol.errors import RemoteProtocolError
 from flyway_kcp.carrier import KcpCarrier
 from flyway_kcp.config import KcpConfig
@@ -34,9 +39,8 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
         raise DialError(f"cannot reach {server}: {describe_error(exc).lower()}") from None
     master = derive_master_key(password)
     keys = keys_for(master, hello)
-    session_id = keys.session_id
     k, m = config.fec
-    output = DatagramOutput(sock, keys.sealer(client=True), None, FecEncoder(k, m) if k else None)
+    output = DatagramOutput(sock, keys.client_sealer(), None, FecEncoder(k, m) if k else None)
     reader: BatchReader | None = None
 
     def closed() -> None:
@@ -44,15 +48,31 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
             reader.close()
         sock.close()
 
-    carrier = KcpCarrier(conv_of(keys), config, output, keys.opener(client=True), on_close=closed)
+    carrier = KcpCarrier(conv_of(keys), config, output, None, on_close=closed)
+    # The server's datagrams start with its salt for this session; the first one that opens
+    # fixes it. Until then each new salt costs an HKDF (only while dialing).
+    server_salt = b""
+    opener: DatagramOpener | None = None
 
     def on_datagram(data: bytes, address: Peer) -> None:
-        if data[:SESSION_ID_SIZE] != session_id:
+        nonlocal server_salt, opener
+        prefix = data[:SERVER_SALT_SIZE]
+        if opener is None:
+            if len(data) < DATAGRAM_OVERHEAD:
+                return
+            candidate = keys.client_opener(prefix)
+            try:
+                segments = candidate.open(data)
+            except RemoteProtocolError:
+                return
+            server_salt, opener = prefix, candidate
+        elif prefix != server_salt:
             return
-        try:
-            segments = carrier.opener.open(data)
-        except RemoteProtocolError:
-            return
+        else:
+            try:
+                segments = opener.open(data)
+            except RemoteProtocolError:
+                return
         carrier.datagram_in(segments)
 
     reader = BatchReader(sock, on_datagram, carrier.batch_done)

@@ -4,9 +4,10 @@ The client's hello (``ClientConnection.hello()``), after two bytes naming its FE
 (data, parity; 0, 0 for none), travels alone in one datagram sealed with the per-packet
 sealer under ``HELLO_LABEL``; the client sends it again until the server answers, and the
 server uses the client's FEC for the session. Both ends then derive the conversation's
-id, its KCP ``conv`` and its two directional keys from the hello's salt (``DatagramKeys``,
-label ``DATAGRAM_LABEL``), so every later datagram is ``session id || counter || sealed KCP
-segments`` (FEC shards, when the client asked for FEC).
+id, its KCP ``conv`` and the client's key from the hello's salt (``DatagramKeys``, label
+``DATAGRAM_LABEL``); the server's key also takes a server salt of 8 random bytes that starts
+each of its datagrams. So the client's datagrams are ``session id || counter || sealed KCP
+segments`` and the server's ``server salt || counter || ...`` (FEC shards, with FEC).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ from flyway_core.interfaces import FrontDoor
 from flyway_core.protocol import ServerConnection
 from flyway_core.protocol.crypto import (
     DATAGRAM_HEADER,
+    SERVER_SALT_SIZE,
     SESSION_ID_SIZE,
     PacketSealer,
     derive_master_key,
@@ -107,13 +109,15 @@ class KcpServer:
         if carrier is None:
             self._hello(data, address)
             return
+        opener = carrier.opener
+        assert opener is not None  # the server's carriers have theirs
         try:
-            segments = carrier.opener.open(data)
+            segments = opener.open(data)
         except RemoteProtocolError:
             self.dropped += 1
             return
         output = carrier.output
-        if output.address != address and _counter(data) == carrier.opener.window.newest:
+        if output.address != address and _counter(data) == opener.window.newest:
             # Authenticated, and the newest yet: the client moved (NAT). A late datagram
             # from an old address, or a copy raced from elsewhere, does not move it back.
             log.debug("kcp session moved from %s to %s", output.address, address)
@@ -143,12 +147,15 @@ class KcpServer:
             return
         k, m = fec
         encoder = FecEncoder(k, m) if k else None
-        output = DatagramOutput(self._sock, keys.sealer(client=False), address, encoder)
+        # The server salt makes this session's sending key its own, even for a hello that a
+        # restarted server no longer remembers (PROTOCOL.md §11).
+        sealer = keys.server_sealer(os.urandom(SERVER_SALT_SIZE))
+        output = DatagramOutput(self._sock, sealer, address, encoder)
         carrier = KcpCarrier(
             conv_of(keys),
             config,
             output,
-            keys.opener(client=False),
+            keys.server_opener(),
             on_close=lambda: self._forget(session_id),
         )
         self._sessions[session_id] = carrier

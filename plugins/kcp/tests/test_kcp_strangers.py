@@ -8,11 +8,13 @@ import random
 import socket
 import struct
 
+from flyway_kcp import KcpTransport
 from intermediaries.lossy_udp import Impairment
 from kcp_pairs import KcpPair, kcp_pair
 
+from flyway_core import Settings
 from flyway_core.events import SessionUp
-from flyway_core.testing.pairs import hashed_exchange
+from flyway_core.testing.pairs import hashed_exchange, serving
 
 CLEAN = Impairment()
 
@@ -87,3 +89,25 @@ async def test_a_flood_of_garbage_from_many_ports_allocates_nothing() -> None:
             for scanner in scanners:
                 scanner.close()
         assert endpoint.sessions == sessions
+
+
+async def test_a_hello_replayed_to_a_restarted_server_gets_a_fresh_server_key() -> None:
+    """A server that forgot the hello (restarted) takes it again, but seals under a new key."""
+    async with kcp_pair(up=CLEAN, down=CLEAN, record=20) as pair:
+        async with asyncio.timeout(20):
+            await _exchange(pair, 50_000)
+        hello, original = pair.relay.recorded[0], pair.relay.recorded_down[0][:8]
+        fresh_transport = KcpTransport()
+        async with serving(
+            Settings(password="pw"), [], transports=lambda s: {"kcp": fresh_transport}
+        ) as (_, bound):
+            replayer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            replayer.settimeout(0)
+            try:
+                replayer.sendto(hello, ("127.0.0.1", bound.port))
+                loop = asyncio.get_running_loop()
+                async with asyncio.timeout(5):
+                    answer = await loop.sock_recv(replayer, 65536)
+            finally:
+                replayer.close()
+        assert answer[:8] != original  # another server salt: another key, no nonce reused
