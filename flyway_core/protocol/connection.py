@@ -32,7 +32,7 @@ from flyway_core.protocol.constants import (
     PROTOCOL_VERSION,
     Feature,
 )
-from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer, session_keys
+from flyway_core.protocol.crypto import SALT_SIZE, Bytes, Cipher, Opener, Sealer
 from flyway_core.protocol.errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
 from flyway_core.protocol.events import (
     ConnectionEvent,
@@ -52,7 +52,13 @@ from flyway_core.protocol.frames import (
     Welcome,
     encode_frame,
 )
-from flyway_core.protocol.handshake import HelloReader, check_window, random_padding
+from flyway_core.protocol.handshake import (
+    HelloReader,
+    check_window,
+    client_key,
+    random_padding,
+    server_key,
+)
 from flyway_core.protocol.records import RecordReader, RecordWriter
 from flyway_core.protocol.replay import ReplayCache
 from flyway_core.protocol.streams import HalfState, StreamState
@@ -89,10 +95,11 @@ class ClientConnection(Connection):
         salt = os.urandom(SALT_SIZE) if salt is None else salt
         if len(salt) != SALT_SIZE:
             raise LocalProtocolError(f"salt must be {SALT_SIZE} bytes")
-        to_server, to_client = session_keys(master_key, salt, cipher)
         self._cipher = self._session_cipher = cipher
-        self._writer = RecordWriter(Sealer(to_server, cipher))
-        self._reader = RecordReader(Opener(to_client, cipher))
+        self._writer = RecordWriter(Sealer(client_key(master_key, salt, cipher), cipher))
+        self._reader = None  # until the server's salt has come: it makes the key
+        self._master, self._salt = master_key, salt
+        self._server_salt = bytearray()
         padding = random_padding() if padding is None else padding
         hello = Hello(PROTOCOL_VERSION, max(0, int(now * 1000)), window, features, padding)
         self._out.append(salt + self._writer.seal(encode_frame(hello)))
@@ -145,12 +152,25 @@ class ClientConnection(Connection):
         return stream_id
 
     def _receive(self, data: Bytes, now: float) -> list[ConnectionEvent]:
+        if self._reader is None:  # the server's salt first, then its records
+            wanted = SALT_SIZE - len(self._server_salt)
+            self._server_salt += data[:wanted]
+            data = data[wanted:]
+            if len(self._server_salt) < SALT_SIZE:
+                return []
+            salts = (self._salt, bytes(self._server_salt))
+            key = server_key(self._master, *salts, self._session_cipher)
+            self._reader = RecordReader(Opener(key, self._session_cipher))
         try:
             return super()._receive(data, now)
         except RemoteProtocolError as exc:
             if self._started or isinstance(exc, HandshakeRejected):
                 raise
             raise HandshakeRejected(f"not a flyway server, or the key differs ({exc})") from exc
+
+    def _discard_input(self) -> None:
+        super()._discard_input()
+        self._server_salt = bytearray(SALT_SIZE)  # nothing more is read: no new reader
 
     def _start(self, frame: Frame, events: list[ConnectionEvent]) -> None:
         if not isinstance(frame, Welcome):
@@ -193,11 +213,16 @@ class ServerConnection(Connection):
         idle_timeout: float = 60.0,
         features: int = 0,
         padding: bytes | None = None,
+        server_salt: bytes | None = None,
     ) -> None:
         super().__init__(
             now=now, window=window, idle_timeout=idle_timeout, keepalive=None, features=features
         )
+        if server_salt is not None and len(server_salt) != SALT_SIZE:
+            raise LocalProtocolError(f"salt must be {SALT_SIZE} bytes")
+        self._server_salt = server_salt  # fixed only by tests: random per session otherwise
         self._hello: HelloReader | None = HelloReader(master_key, replay)
+        self._master = master_key
         self._padding = padding
         self.hello_size = 0  # bytes the salt and Hello took, once accepted
 
@@ -221,7 +246,10 @@ class ServerConnection(Connection):
         hello, cipher = handshake.hello, handshake.cipher
         self._cipher = cipher
         self._reader = handshake.reader
-        self._writer = RecordWriter(Sealer(handshake.to_client_key, cipher))
+        server_salt = self._server_salt or os.urandom(SALT_SIZE)
+        key = server_key(self._master, handshake.salt, server_salt, cipher)
+        self._writer = RecordWriter(Sealer(key, cipher))
+        self._out.append(server_salt)  # in clear, before the Welcome
         self._peer_window = min(hello.window, self._window)  # at most our own window in flight
         self._started = True
         self._shared = self._features & hello.features

@@ -1,13 +1,15 @@
 """The server's side of the handshake: learn the client's cipher, check its Hello, or reject it.
 
-A client's first bytes are its 32-byte salt in clear, then the Hello record. The server derives
-the session keys for each cipher from the salt and tries each on the record's 18-byte sealed
-length: only the right key and cipher authenticate it, and a wrong guess costs one HKDF and one
-18-byte AEAD. Then it waits for the rest of the record (bounded: the sealed length says how much
-is coming, at most ``SALT_SIZE + MAX_RECORD`` bytes in all), opens it and checks, in order: it is
-a Hello, the version is ours, the window is sane, the clock is within ``CLOCK_SKEW`` and the salt
-is new (``ReplayCache``, consulted last so that only acceptable Hellos are remembered). Every
-failure is a ``HandshakeRejected`` with a short reason.
+A client's first bytes are its 32-byte salt in clear, then the Hello record; the server's first
+bytes are a 32-byte salt of its own, then the Welcome record (``client_key``, ``server_key``).
+The server derives the client-to-server key for each cipher from the client's salt and tries
+each on the record's 18-byte sealed length: only the right key and cipher authenticate it, and
+a wrong guess costs one HKDF and one 18-byte AEAD. Then it waits for the rest of the record
+(bounded: the sealed length says how much is coming, at most ``SALT_SIZE + MAX_RECORD`` bytes
+in all), opens it and checks, in order: it is a Hello, the version is ours, the window is sane,
+the clock is within ``CLOCK_SKEW`` and the salt is new (``ReplayCache``, consulted last so that
+only acceptable Hellos are remembered). Every failure is a ``HandshakeRejected`` with a short
+reason.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from flyway_core.protocol.frames import Hello, decode_frame
 from flyway_core.protocol.records import HEADER_SIZE, RecordReader, record_size
 from flyway_core.protocol.replay import ReplayCache
 
-__all__ = ["MAX_PADDING", "Handshake", "HelloReader", "check_window", "random_padding"]
+__all__ = [
+    "MAX_PADDING",
+    "Handshake",
+    "HelloReader",
+    "check_window",
+    "client_key",
+    "random_padding",
+    "server_key",
+]
 
 MAX_PADDING = 63  # the most random padding a Hello or Welcome gets by default
 
@@ -31,6 +41,20 @@ MAX_PADDING = 63  # the most random padding a Hello or Welcome gets by default
 def random_padding(size: int | None = None) -> bytes:
     """Return ``size`` random bytes, or between 0 and ``MAX_PADDING`` of them."""
     return os.urandom(secrets.randbelow(MAX_PADDING + 1) if size is None else size)
+
+
+def client_key(master: bytes, salt: bytes, cipher: Cipher) -> bytes:
+    """The client-to-server key: from the client's salt alone (it speaks first)."""
+    return session_keys(master, salt, cipher)[0]
+
+
+def server_key(master: bytes, salt: bytes, server_salt: bytes, cipher: Cipher) -> bytes:
+    """The server-to-client key: from both salts, so no two sessions share it.
+
+    A Hello replayed to a server that forgot it (restarted) gets a fresh server salt,
+    hence a fresh key: the server's records never reuse a (key, nonce) pair.
+    """
+    return session_keys(master, salt + server_salt, cipher)[1]
 
 
 def check_window(window: int, error: type[ProtocolError]) -> None:
@@ -46,7 +70,7 @@ class Handshake:
     hello: Hello
     cipher: Cipher
     reader: RecordReader  # positioned after the Hello, holding any records that followed it
-    to_client_key: bytes
+    salt: bytes  # the client's: with the server's own, it makes the server-to-client key
     size: int  # bytes the salt and the Hello record took
 
 
@@ -59,7 +83,7 @@ class HelloReader:
         self._master = master_key
         self._replay = replay
         self._pending = bytearray()
-        self._found: tuple[Cipher, bytes, bytes, int] | None = None  # keys and bytes to wait for
+        self._found: tuple[Cipher, bytes, int] | None = None  # key and bytes to wait for
         self._rejected = False
 
     def receive(self, data: Bytes, now: float) -> Handshake | None:
@@ -85,7 +109,7 @@ class HelloReader:
         salt = bytes(pending[:SALT_SIZE])
         if self._found is None:
             self._found = self._identify(salt, bytes(pending[SALT_SIZE : SALT_SIZE + HEADER_SIZE]))
-        cipher, to_server, to_client, size = self._found
+        cipher, to_server, size = self._found
         if len(pending) < size:
             return None
         reader = RecordReader(Opener(to_server, cipher))
@@ -104,16 +128,16 @@ class HelloReader:
         reason = self._replay.check(salt, frame.timestamp_ms / 1000, now)
         if reason is not None:
             raise HandshakeRejected(reason)
-        return Handshake(frame, cipher, reader, to_client, size)
+        return Handshake(frame, cipher, reader, salt, size)
 
-    def _identify(self, salt: bytes, header: bytes) -> tuple[Cipher, bytes, bytes, int]:
+    def _identify(self, salt: bytes, header: bytes) -> tuple[Cipher, bytes, int]:
         for cipher in Cipher:
-            to_server, to_client = session_keys(self._master, salt, cipher)
+            to_server = client_key(self._master, salt, cipher)
             try:
                 length = int.from_bytes(Opener(to_server, cipher).open(header), "big")
             except RemoteProtocolError:
                 continue
             if length == 0:
                 raise HandshakeRejected("malformed hello (empty record)")
-            return cipher, to_server, to_client, SALT_SIZE + record_size(length)
+            return cipher, to_server, SALT_SIZE + record_size(length)
         raise HandshakeRejected("authentication failed")

@@ -21,6 +21,7 @@ __all__ = [
     "MASTER",
     "NOW",
     "SALT",
+    "SERVER_SALT",
     "Flushed",
     "TunnelPair",
     "data_of",
@@ -29,6 +30,7 @@ __all__ = [
 
 MASTER = bytes(range(32))  # a fixed master key: scrypt is slow and not what these tests test
 SALT = bytes(range(32, 64))
+SERVER_SALT = bytes(range(64, 96))
 NOW = 1_700_000_000.0
 
 
@@ -59,6 +61,7 @@ class TunnelPair:
         keepalive: float | None = None,
         replay: ReplayCache | None = None,
         salt: bytes | None = SALT,
+        server_salt: bytes | None = SERVER_SALT,
         client_features: int = 0,
         server_features: int = 0,
     ) -> None:
@@ -82,6 +85,7 @@ class TunnelPair:
             idle_timeout=idle_timeout,
             features=server_features,
             padding=b"",
+            server_salt=server_salt,
         )
         self.to_server = bytearray()  # in flight from client to server
         self.to_client = bytearray()

@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol.helpers import MASTER, NOW, SALT, TunnelPair
+from protocol.helpers import MASTER, NOW, SALT, SERVER_SALT, TunnelPair
 
 from flyway_core.address import Address
 from flyway_core.errors import HandshakeRejected, LocalProtocolError
@@ -33,6 +33,7 @@ from flyway_core.protocol import (
     encode_frame,
     session_keys,
 )
+from flyway_core.protocol.handshake import server_key
 from flyway_core.protocol.records import MAX_RECORD, record_size
 
 
@@ -267,10 +268,27 @@ def test_a_client_refuses_a_server_that_does_not_start_with_welcome(
     frame: Frame, reason: str
 ) -> None:
     client = ClientConnection(MASTER, now=NOW, salt=SALT)
-    _, to_client = session_keys(MASTER, SALT, Cipher.AES_256_GCM)
+    to_client = server_key(MASTER, SALT, SERVER_SALT, Cipher.AES_256_GCM)
     record = RecordWriter(Sealer(to_client, Cipher.AES_256_GCM)).seal(encode_frame(frame))
     with pytest.raises(HandshakeRejected, match=reason):
-        client.receive_data(record, NOW)
+        client.receive_data(SERVER_SALT + record, NOW)
+
+
+def test_each_session_gets_a_server_to_client_key_of_its_own() -> None:
+    # A Hello replayed to a server that forgot it (a restart: a new replay cache) is
+    # accepted again, but the server's answer is sealed under a new key: no (key, nonce)
+    # pair of the first session is used again.
+    client = ClientConnection(MASTER, now=NOW, salt=SALT, padding=b"")
+    hello = client.hello()
+    answers = []
+    for _ in range(2):
+        server = ServerConnection(MASTER, ReplayCache(), now=NOW, padding=b"")
+        server.receive_data(hello, NOW)
+        answers.append(server.data_to_send())
+    first, second = answers
+    assert first[:32] != second[:32]  # two server salts
+    assert first[32:50] != second[32:50]  # so the same plaintext seals differently
+    assert client.receive_data(first, NOW)  # and the client takes the real one
 
 
 def test_streams_opened_before_welcome_get_the_real_window_when_it_arrives() -> None:

@@ -21,8 +21,8 @@ from flyway_core.protocol import (
     derive_master_key,
     encode_frame,
     records,
-    session_keys,
 )
+from flyway_core.protocol.handshake import client_key, server_key
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
 NOW = 1_700_000_000.0
@@ -30,21 +30,24 @@ NOW = 1_700_000_000.0
 
 def _example() -> dict[str, str]:
     master = derive_master_key("correct horse")
-    salt = bytes(range(32))
-    to_server, to_client = session_keys(master, salt, Cipher.AES_256_GCM)
+    salt, server_salt = bytes(range(32)), bytes(range(32, 64))
+    to_server = client_key(master, salt, Cipher.AES_256_GCM)
+    to_client = server_key(master, salt, server_salt, Cipher.AES_256_GCM)
     client = ClientConnection(master, now=NOW, salt=salt, padding=b"")
     first = client.hello()
-    server = ServerConnection(master, ReplayCache(), now=NOW, padding=b"")
+    server = ServerConnection(master, ReplayCache(), now=NOW, padding=b"", server_salt=server_salt)
     server.receive_data(first, NOW)
+    answer = server.data_to_send()
     return {
         "master key": master.hex(),
         "c2s key": to_server.hex(),
         "s2c key": to_client.hex(),
+        "server salt": answer[:32].hex(),
         "plaintext": encode_frame(Hello(1, int(NOW * 1000), DEFAULT_WINDOW)).hex(),
         "salt": first[:32].hex(),
         "seal(0x0016)": first[32:50].hex(),
         "seal(Hello)": first[50:].hex(),
-        "record": server.data_to_send().hex(),
+        "record": answer[32:].hex(),
     }
 
 
