@@ -77,8 +77,8 @@ def page(status: int, request: web.BaseRequest, *, close: bool = False) -> web.S
     ``close``: nginx closes the connection after this answer (errors other than 404).
     """
     body = page_body(status, msie=_is_msie(request))
-    if close or (request.version < (1, 1) and not request.keep_alive):
-        return ClosingPage(status, body)  # nginx answers HTTP/1.0 with an HTTP/1.1 status line
+    if close or request.version < (1, 1):  # nginx answers HTTP/1.0 with an HTTP/1.1 status line
+        return ClosingPage(status, body, keep_alive=not close and request.keep_alive)
     code = 400 if status == HEADER_TOO_LARGE else status
     headers = {"Server": SERVER, "Content-Type": "text/html"}
     gzip = code in _GZIPPED and request.method != "HEAD" and _accepts_gzip(request)
@@ -110,15 +110,21 @@ class ClosingPage(web.StreamResponse):
     aiohttp answers in the request's HTTP version, and a request it could not parse
     counts as HTTP/1.0; nginx always says HTTP/1.1. This response writes its status
     line and headers itself through the request's writer (public ``AbstractStreamWriter``
-    calls), so it is never kept alive: right for what nginx closes after.
+    calls), so it is not kept alive: right for what nginx closes after. ``keep_alive``
+    keeps it open instead (an HTTP/1.0 request that asked for keep-alive).
     """
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, *, keep_alive: bool = False) -> None:
         super().__init__(status=400 if status == HEADER_TOO_LARGE else status)
         self._page_status = status
         self._page = body
+        self._keeps = keep_alive
         self._out: AbstractStreamWriter | None = None
         self._head = False
+
+    @property
+    def keep_alive(self) -> bool:
+        return self._keeps
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self._out is None:
@@ -130,7 +136,7 @@ class ClosingPage(web.StreamResponse):
                     ("Date", formatdate(usegmt=True)),
                     ("Content-Type", "text/html"),
                     ("Content-Length", str(len(self._page))),
-                    ("Connection", "close"),
+                    ("Connection", "keep-alive" if self._keeps else "close"),
                 ]
             )
             status = f"HTTP/1.1 {self.status} {REASONS[self._page_status]}"

@@ -29,8 +29,7 @@ DIFFERENCES = {
     "header line without colon": "nginx skips an invalid header line and answers 404; "
     "aiohttp's parser refuses the request, so we answer nginx's 400",
 }
-# Not in the corpus, known to differ: an HTTP/1.0 request asking for keep-alive gets an
-# HTTP/1.0 status line (nginx: HTTP/1.1); more than 32 KB of headers in all (nginx: 400,
+# Not in the corpus, known to differ: more than 32 KB of headers in all (nginx: 400,
 # aiohttp takes up to 128 lines of 8 KB); an unknown Expect on a target no route can
 # match (``*``, ``host:443``) gets aiohttp's 417; after an unread body, aiohttp lingers
 # 10 s where nginx lingers up to 30 s.

@@ -56,6 +56,7 @@ PROBES = [
     Probe("TLS ClientHello", tls_client_hello()),
     Probe("SOCKS5 greeting", b"\x05\x01\x00"),
     Probe("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n"),
+    Probe("HTTP/1.0 keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
     Probe("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n"),
     Probe("HTTP/2.0 request line", _request("GET / HTTP/2.0\nHost: x\n")),
     Probe("plain GET", _request("GET /index.html HTTP/1.1\nHost: x\n")),

@@ -4,7 +4,8 @@ Real processes, as deployed: a ``flyway`` server (``-P`` to nginx serving
 ``site_root``) and a ``flyway -w`` client forwarding a port to an echo server in
 this process; wrk (one thread, 32 connections) asks the server's port for a 1 KB
 file. Every transfer is hashed both ways; the tunnel's throughput during the
-load must be at least half of what it was alone.
+load must be at least half of what it was alone (the mean of 2 s before and 2 s
+after the load, so that other work on the machine counts on both sides).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def test_wrk_on_the_site_leaves_the_tunnel_at_least_half_its_speed(
             with flyway(client_args) as client:
                 await asyncio.to_thread(wait_port, local_port)
                 local = Address("127.0.0.1", local_port)
-                alone, _ = await _throughput(local, 3)
+                alone, _ = await _throughput(local, 2)
                 load = await asyncio.create_subprocess_exec(
                     wrk, "-t1", "-c32", f"-d{LOAD_SECONDS}s",
                     f"http://127.0.0.1:{server_port}/1k.bin",
@@ -64,6 +65,8 @@ async def test_wrk_on_the_site_leaves_the_tunnel_at_least_half_its_speed(
                 await asyncio.sleep(1)  # wrk is up to speed
                 loaded, rounds = await _throughput(local, LOAD_SECONDS - 2.5)
                 out, _ = await asyncio.wait_for(load.communicate(), LOAD_SECONDS + 10)
+                after, _ = await _throughput(local, 2)  # alone again: the machine's own drift
+                alone = (alone + after) / 2
                 for process in (client, server):
                     assert process.poll() is None, process.communicate(timeout=5)
     report = out.decode()

@@ -3,7 +3,7 @@
 Options: ``--reverse-proxy-host client|upstream`` (the ``Host`` the site gets:
 the client's, the default, or the one in ``-P``), ``--reverse-proxy-timeout S``
 (connect and read, default 60, nginx's), ``--reverse-proxy-connections N``
-(connections to the site at once, default 16; more requests wait). See
+(connections to the site at once, default 8; more requests wait). See
 ``proxy.py`` for how it works.
 """
 

@@ -50,7 +50,7 @@ from flyway_fallback.splice import Splice
 __all__ = ["MAX_SPLICES", "POOL_SIZE", "ReverseProxyFallback", "Upstream"]
 
 log = logging.getLogger(__name__)
-POOL_SIZE = 16  # connections to the site at once; more requests wait for one (see __init__)
+POOL_SIZE = 8  # connections to the site at once; more requests wait for one (see __init__)
 MAX_SPLICES = 1024  # connections handed over whole at once (more get the door's answer)
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _CHUNK = 1 << 16

@@ -5,7 +5,9 @@ own ``Server``, ``Date`` and ``Connection``; a site answers an HTTP/1.0 request
 with its own status line and headers. ``ProxiedResponse`` writes the head itself
 through the request's writer (public ``AbstractStreamWriter`` calls, as the door's
 ``ClosingPage`` does) and then the body as it comes, re-chunked when the upstream
-chunked it. Whether the client connection stays open is what the upstream said.
+chunked it; the head leaves with the first body bytes when they are already there
+(one write, as nginx's ``writev``), else at once. Whether the client connection
+stays open is what the upstream said.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ProxiedResponse(web.StreamResponse):
         client_keeps_alive: bool,
         location: Callable[[str], str] = lambda value: value,
     ) -> None:
+        # bytes of the body are here already: the head goes out with them, in one write
+        self._body_ready = upstream.content.total_bytes > 0
         super().__init__(status=upstream.status, reason=upstream.reason)
         self._upstream_headers = response_headers(upstream.raw_headers)
         if "Location" in self._upstream_headers:
@@ -73,7 +77,8 @@ class ProxiedResponse(web.StreamResponse):
         if self._chunked and not self._no_body:
             writer.enable_chunking()
         await writer.write_headers(self._status_line, headers)
-        writer.send_headers()  # now: a slow body must not hold the head back
+        if not self._body_ready:
+            writer.send_headers()  # now: a slow body must not hold the head back
         return writer
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
