@@ -3,7 +3,10 @@
 With FEC, parity is sent only while the link is losing datagrams: from the first segment
 KCP sends again until ``FEC_HOLD`` seconds after the last. On a clean link that is never,
 and FEC costs a 7-byte header; on a lossy one resends keep coming (a group that loses more
-than its parity can rebuild, the tail of a burst), so parity stays on.
+than its parity can rebuild, the tail of a burst), so parity stays on. Meanwhile a small
+datagram with data in it is sent twice: a lone one (a keystroke, a ping) fills no group,
+and its loss would wait for KCP's timeout, which a bulk transfer may have stretched to
+seconds. ACK-only datagrams go twice when no parity covers them.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ __all__ = ["DUPLICATE_ACKS", "FEC_HOLD", "DatagramOutput"]
 
 DUPLICATE_ACKS = True
 FEC_HOLD = 60.0  # seconds parity stays on after KCP last sent a segment again
+SMALL = 256  # bytes of segments: on a lossy link such a datagram with data goes twice (below)
 _ACK = 82  # ikcp's IKCP_CMD_ACK
 _PUSH = 81  # ikcp's IKCP_CMD_PUSH (data)
 _HEADER = 24  # bytes of an ikcp segment header; an ACK carries nothing after it
 _SERIAL = 0xFFFFFFFF
 
 
-def _newest_push(segments: bytes, newest: int) -> tuple[int, bool]:
-    """Walk ikcp's segments (little-endian headers): the newest data sn, and any resent."""
-    resent = False
+def _newest_push(segments: bytes, newest: int) -> tuple[int, bool, bool]:
+    """Walk ikcp's segments (little-endian headers): the newest data sn, any resent, any data."""
+    resent = pushed = False
     offset, end = 0, len(segments) - _HEADER
     while offset <= end:
         length = int.from_bytes(segments[offset + 20 : offset + 24], "little")
         if segments[offset + 4] == _PUSH:
+            pushed = True
             sn = int.from_bytes(segments[offset + 12 : offset + 16], "little")
             ahead = (sn - newest) & _SERIAL
             if newest < 0 or 0 < ahead < 0x80000000:
@@ -39,7 +44,7 @@ def _newest_push(segments: bytes, newest: int) -> tuple[int, bool]:
             else:
                 resent = True
         offset += _HEADER + length
-    return newest, resent
+    return newest, resent, pushed
 
 
 def _only_acks(segments: bytes) -> bool:
@@ -89,16 +94,20 @@ class DatagramOutput:
 
     def __call__(self, segments: bytes) -> int:
         if self._fec is not None:
-            self._newest, resent = _newest_push(segments, self._newest)
+            self._newest, resent, pushed = _newest_push(segments, self._newest)
             now = time.monotonic()
             if resent:
                 self.resends += 1
                 self.lossy_until = now + FEC_HOLD
             parity = now < self.lossy_until
+            twice = (parity and pushed and len(segments) <= SMALL) or (
+                not parity and DUPLICATE_ACKS and _only_acks(segments)
+            )
             for shard in self._fec.shards(segments, parity=parity):
                 self._send(self._sealer.seal(shard))
-                if not parity and DUPLICATE_ACKS and _only_acks(segments):
-                    self._send(self._sealer.seal(shard))  # no parity covers it: send it twice
+                if twice:
+                    self._send(self._sealer.seal(shard))
+                    twice = False  # the data shard only, not the parity after it
             return 0
         self._send(self._sealer.seal(segments))
         if DUPLICATE_ACKS and _only_acks(segments):  # a lost ack costs a spurious resend
