@@ -23,7 +23,9 @@ from urllib.parse import unquote, unquote_to_bytes
 __all__ = ["Located", "inside", "locate"]
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
-_ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
+_ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?]*")
+# a path of letters, digits, "-", "_", "~" and single dots inside names: taken as it is
+_PLAIN = re.compile(r"^(?:/[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*)+/?$|^/$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +54,9 @@ def inside(base: str, path: str) -> tuple[str, os.stat_result] | None:
     return path, st
 
 
-def locate(root: str, target: str) -> Located | None:
-    """Map a request target (``request.raw_path``) to a path under ``root``; None: 404.
-
-    ``root`` must be resolved already (``os.path.realpath``).
-    """
-    target = _ABSOLUTE.sub("", target, count=1) or "/"  # absolute-form: its path only
-    raw, _, query = target.partition("?")
+def _decoded(raw: str) -> tuple[str, list[str]] | None:
+    """The decoded path and its segments, or None when it must be refused."""
+    raw = _ABSOLUTE.sub("", raw, count=1) or "/"  # absolute-form: its path only
     if not raw.startswith("/") or _ENCODED_SEPARATOR.search(raw):
         return None
     decoded = unquote_to_bytes(raw.encode("utf-8", "surrogateescape"))
@@ -75,6 +73,23 @@ def locate(root: str, target: str) -> Located | None:
             return None
         if "\0" in twice:
             return None
+    return uri, segments
+
+
+def locate(root: str, target: str) -> Located | None:
+    """Map a request target (``request.raw_path``) to a path under ``root``; None: 404.
+
+    ``root`` must be resolved already (``os.path.realpath``).
+    """
+    raw, _, query = target.partition("?")
+    if _PLAIN.match(raw):  # the common case: nothing to decode, no dot segment
+        uri = raw
+        segments = [s for s in raw.split("/") if s]
+    else:
+        located = _decoded(raw)
+        if located is None:
+            return None
+        uri, segments = located
     base = path = root
     found: tuple[str, os.stat_result] | None = None
     for segment in segments:
