@@ -194,9 +194,10 @@ class FlywayServer:
         never send ``Expect``. A chunked body keeps the door's 100 (its bytes as sent
         are gone once aiohttp has read them).
         """
-        if not isinstance(self.fallback_handler, RawFallback) or request.content_length is None:
+        if "Expect" not in request.headers or request.content_length is None:
             return False
-        return request.headers.get("Expect", "").lower() == "100-continue"
+        expect = request.headers["Expect"].lower() == "100-continue"
+        return expect and isinstance(self.fallback_handler, RawFallback)
 
     async def _expect_continue(self, request: web.Request) -> None:
         """The route's ``Expect`` handler: the door's 100, unless the site is to answer it."""
