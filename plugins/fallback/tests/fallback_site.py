@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def make_site(root: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def door(
-    spec: str | None, events: list[Event] | None = None, **options: Any
+    spec: str | None,
+    events: list[Event] | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[FlywayServer, Address]]:
     """A flyway server on 127.0.0.1 with every installed transport and ``-P spec``."""
     settings = Settings(password=PASSWORD, options=options)
@@ -66,6 +71,7 @@ async def door(
         fallback=fallback,
         dialer_for=lambda target: plugins.dialer(target, settings),
         emit=(events.append if events is not None else lambda event: None),
+        ssl_context=ssl_context,
     )
     bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(server.serve(started=bound.set_result))

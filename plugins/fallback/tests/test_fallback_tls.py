@@ -1,0 +1,89 @@
+"""With ``--cert``, the site behind -P answers inside TLS, unparsable requests included."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fallback_site import door
+
+from flyway_core import Settings
+from flyway_core.testing.probes import Answer
+from flyway_core.tls import server_ssl
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flyway fallback test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def _over_tls(port: int, data: bytes) -> Answer:
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    writer.write(data)
+    raw = b""
+    try:
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(1 << 16):
+                raw += chunk
+                if raw.endswith((b"</html>\n", b"</html>\r\n")):
+                    break
+    finally:
+        writer.close()
+    return Answer.parse(raw, False)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBadHeader\r\n\r\n",  # aiohttp cannot parse it
+    ],
+    ids=["parsed", "handed over"],
+)
+async def test_the_site_answers_inside_tls(
+    certificate: tuple[Path, Path], nginx_site: int, data: bytes
+) -> None:
+    cert, key = certificate
+    context = server_ssl(Settings(options={"cert": str(cert), "key": str(key)}))
+    async with door(f"http://127.0.0.1:{nginx_site}", ssl_context=context) as (_, bound):
+        got = await _over_tls(bound.port, data)
+    (response,) = got.responses
+    assert response.status == 200 and b"Welcome" in response.body
