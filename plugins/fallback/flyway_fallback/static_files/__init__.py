@@ -2,7 +2,8 @@
 
 Option: ``--static-autoindex`` (also ``--autoindex``): list directories that have no
 ``index.html`` (nginx's ``autoindex on``); without it they are 403. See
-``files.py`` for what is answered how, ``paths.py`` for what is never served.
+``files.py`` for what is answered how, ``paths.py`` for what is never served,
+``validators.py`` for 304s and ranges.
 """
 
 from __future__ import annotations

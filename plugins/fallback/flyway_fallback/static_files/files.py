@@ -21,35 +21,37 @@ to ``SMALL_FILE`` are sent with the head in one write, from memory while their
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 import zlib
-from collections import OrderedDict
-from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flyway_core.frontdoor_pages import REASONS, page, page_body
 from flyway_fallback.static_files.answer import FileRegion, GzippedFile, HeadAnswer
+from flyway_fallback.static_files.cache import SmallFiles
 from flyway_fallback.static_files.listing import listing
 from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
 from flyway_fallback.static_files.paths import Located, inside, locate
+from flyway_fallback.static_files.validators import (
+    Unsatisfiable,
+    byte_ranges,
+    etag_of,
+    http_date,
+    not_modified,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = [
     "MAX_RANGES",
-    "SMALL_CACHE",
     "SMALL_FILE",
-    "SmallFiles",
     "StaticFallback",
     "early_status",
 ]
 
 SMALL_FILE = 64 << 10  # files up to this size are read whole and written with the head
-SMALL_CACHE = 16 << 20  # bytes of small files kept in memory (SmallFiles)
 MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
 _GZIP_MIN = 20  # nginx's gzip_min_length
 MAX_RANGES = 100  # ranges in one request answered as multipart (more: the whole file)
@@ -141,116 +143,18 @@ def _redirect(request: web.Request, located: Located) -> web.StreamResponse:
     )
 
 
-def _etag(st: os.stat_result) -> str:
-    return f'"{int(st.st_mtime):x}-{st.st_size:x}"'
-
-
-def _not_modified(request: web.Request, etag: str, mtime: int) -> bool:
-    """nginx's not-modified filter: every condition given must say the client has it."""
-    since = request.headers.get("If-Modified-Since")
-    match = request.headers.get("If-None-Match")
-    if since is None and match is None:
-        return False
-    if since is not None:
-        try:
-            if int(parsedate_to_datetime(since).timestamp()) != mtime:
-                return False
-        except (TypeError, ValueError):
-            return False
-    if match is not None:
-        tags = [t.strip().removeprefix("W/") for t in match.split(",")]
-        if "*" not in tags and etag not in tags:
-            return False
-    return True
-
-
-def _byte_ranges(
-    request: web.Request, size: int, etag: str, mtime: int
-) -> list[tuple[int, int]] | None:
-    """The satisfiable ranges, as (start, end inclusive), in the request's order.
-
-    None: send it whole (no ``Range``, an ``If-Range`` that does not match, a ``Range``
-    nginx does not parse). Raises ``_Unsatisfiable`` when no range fits the file.
-    """
-    header = request.headers.get("Range", "")
-    if not header.startswith("bytes="):
-        return None
-    if_range = request.headers.get("If-Range")
-    if if_range is not None and if_range != etag and if_range != _http_date(mtime):
-        return None
-    ranges = []
-    for part in header[6:].split(","):
-        first, dash, last = part.strip().partition("-")
-        if not dash or not (first.isdigit() or (not first and last.isdigit())):
-            return None
-        if last and not last.isdigit():
-            return None
-        if not first:
-            start, end = max(size - int(last), 0), size - 1
-        else:
-            start = int(first)
-            end = min(int(last), size - 1) if last else size - 1
-            if start > end and start < size:
-                return None
-        if start < size:
-            ranges.append((start, end))
-    if not ranges:
-        raise _Unsatisfiable
-    return ranges
-
-
-class _Unsatisfiable(Exception):
-    """No range of the request's ``Range`` lies within the file."""
-
-
-@functools.lru_cache(maxsize=1024)
-def _http_date(when: int) -> str:
-    return formatdate(when, usegmt=True)
-
-
 def _content_type(path: str) -> str:
     suffix = os.path.splitext(path)[1]
     return TYPES.get(suffix[1:].lower(), DEFAULT_TYPE) if suffix else DEFAULT_TYPE
-
-
-class SmallFiles:
-    """The bytes of recently sent small files, ``limit`` bytes in all, least recent out.
-
-    An entry is good while the file's inode, size and modification time (ns) are
-    what they were: the ``stat`` every request makes anyway says so.
-    """
-
-    def __init__(self, limit: int = SMALL_CACHE) -> None:
-        self.limit = limit
-        self._held = 0
-        self._entries: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
-
-    def read(self, path: str, st: os.stat_result) -> bytes:
-        key, version = path, (st.st_ino, st.st_size, st.st_mtime_ns)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] == version:
-            self._entries.move_to_end(key)
-            return entry[1]
-        with open(path, "rb") as file:
-            data = file.read()
-        if entry is not None:
-            self._held -= len(self._entries.pop(key)[1])
-        if len(data) == st.st_size:
-            self._entries[key] = (version, data)
-            self._held += len(data)
-            while self._held > self.limit:
-                _, (_, old) = self._entries.popitem(last=False)
-                self._held -= len(old)
-        return data
 
 
 def _file(
     request: web.Request, path: str, st: os.stat_result, small: SmallFiles
 ) -> web.StreamResponse:
     size, mtime = st.st_size, int(st.st_mtime)
-    etag, modified = _etag(st), _http_date(mtime)
+    etag, modified = etag_of(st), http_date(mtime)
     keep, head = request.keep_alive, request.method == "HEAD"
-    if _not_modified(request, etag, mtime):
+    if not_modified(request, etag, mtime):
         headers = [("Last-Modified", modified), ("ETag", etag)]
         return HeadAnswer(304, "Not Modified", headers, keep_alive=keep, head_only=True)
     ctype = _content_type(path)
@@ -260,8 +164,8 @@ def _file(
         )
         return _maybe_gzipped(request, html, [("Content-Type", ctype)], modified, size, etag)
     try:
-        chosen = _byte_ranges(request, size, etag, mtime)
-    except _Unsatisfiable:
+        chosen = byte_ranges(request, size, etag, mtime)
+    except Unsatisfiable:
         body = page_body(416)
         headers = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
         headers.append(("Content-Range", f"bytes */{size}"))
