@@ -23,7 +23,8 @@ connection; ``DoorProtocol`` subclasses it in three places and is made by
   (a slow client); only when every connection is busy answering or carrying a
   session is the newcomer closed at once. So the door keeps answering when full.
 
-- Hand-over. A fallback that is a ``RawFallback`` (the reverse proxy) can take a
+- Hand-over (the parts a handler uses are in ``frontdoor_handover``). A fallback
+  that is a ``RawFallback`` (the reverse proxy) can take a
   connection off aiohttp and carry it, as it stands, to the site it fronts: the
   door's own bytes are then no longer HTTP to it. That happens when the *first*
   request of a connection cannot be parsed (the site answers the very bytes the
@@ -46,43 +47,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from flyway_core.events import Event, NotTunnelTraffic
+from flyway_core.frontdoor_handover import Claim, HandOver, RawFallback, claim
 from flyway_core.frontdoor_pages import HEADER_TOO_LARGE, ClosingPage, page_body
 from flyway_core.rlimits import open_files_limit
 
 if TYPE_CHECKING:
-    from aiohttp.abc import AbstractStreamWriter
     from aiohttp.streams import StreamReader
 
     from flyway_core.settings import FrontDoorLimits
 
 __all__ = ["FIRST_BYTES_KEPT", "Claim", "ConnectionGuard", "DoorProtocol", "RawFallback", "claim"]
+# Claim, claim and RawFallback live in frontdoor_handover; they are named here too, as the
+# guard's connections are what they hand over.
 
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 8190  # aiohttp's max_line_size: a longer request line is nginx's 414
 FIRST_BYTES_KEPT = 40 << 10  # a connection's first bytes kept for a hand-over (nginx: 32 KiB heads)
 _HOLD_LIMIT = 1 << 20  # bytes held during a hand-over before the socket is no longer read
-
-
-@runtime_checkable
-class RawFallback(Protocol):
-    """A fallback that can also take whole connections (the reverse proxy to a site)."""
-
-    async def open_pipe(self) -> asyncio.Protocol | None:
-        """Connect to the site; return the protocol that carries a client connection there.
-
-        The door makes it the client socket's protocol (``connection_made``), then feeds
-        it what the client sent so far (``data_received``), and ``eof_received`` if the
-        client had half-closed; when the client left meanwhile, it calls only
-        ``connection_lost(None)``. None: the site cannot be reached (the door answers).
-        """
 
 
 class DoorProtocol(web.RequestHandler):
@@ -239,7 +228,7 @@ class DoorProtocol(web.RequestHandler):
             self.guard.report(self.peer, f"malformed request: {reason}")
             unparsed, self._unparsed = self._unparsed, None
             if unparsed is not None and self.guard.raw is not None and not gone:
-                return _HandOver(self, self.guard.raw.open_pipe, code, unparsed)
+                return HandOver(self, self.guard.raw.open_pipe, code, unparsed)
         elif gone or isinstance(exc, ConnectionError):
             if not self.dropped:  # else the guard has reported why already
                 self.guard.report(self.peer, "request aborted")
@@ -252,84 +241,6 @@ class DoorProtocol(web.RequestHandler):
         """aiohttp's own complaints, about what a peer did: one line at -vv, no traceback."""
         text = str(args[0]) % args[1:] if len(args) > 1 else str(args[0] if args else "")
         log.debug("%s: %r", text, kwargs.get("exc_info"))
-
-
-class _HandOver(web.StreamResponse):
-    """The "answer" that gives the connection to a pipe to the site, or else the door's page.
-
-    ``first`` goes to the pipe before anything held: an unparsable first request's
-    bytes as the peer sent them, or a claimed request's head. ``code`` is the door's
-    page when no pipe opens (a claim opens its pipe before, so it never gets here).
-    """
-
-    def __init__(
-        self,
-        protocol: DoorProtocol,
-        open_pipe: Callable[[], Awaitable[asyncio.Protocol | None]],
-        code: int,
-        first: bytes,
-    ) -> None:
-        super().__init__(status=400 if code == HEADER_TOO_LARGE else code)
-        self._protocol = protocol
-        self._open_pipe = open_pipe
-        self._code = code
-        self._first = first
-        self._page: ClosingPage | None = None
-        self._done = False
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self._done:
-            return None
-        self._done = True
-        pipe = await self._open_pipe()
-        if pipe is None:
-            self._protocol._held = None
-            self._page = ClosingPage(self._code, page_body(self._code))
-            return await self._page.prepare(request)
-        self._protocol.hand_over(pipe, self._first)
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        if self._page is not None:
-            await self._page.write_eof()
-
-
-class Claim:
-    """A parsed request's connection, held for a hand-over to the site (see ``claim``)."""
-
-    def __init__(self, protocol: DoorProtocol) -> None:
-        self._protocol = protocol
-
-    @property
-    def tail(self) -> bytes:
-        """What aiohttp read after the head of an upgrade request and did not parse."""
-        return bytes(self._protocol._message_tail)
-
-    def hand_over(self, pipe: asyncio.Protocol, head: bytes) -> web.StreamResponse:
-        """Return the response that gives the connection to ``pipe``, sending ``head`` first."""
-        first = head + self.tail
-        self._protocol._message_tail = b""
-
-        async def opened() -> asyncio.Protocol:
-            return pipe
-
-        return _HandOver(self._protocol, opened, 502, first)
-
-    def release(self) -> None:
-        """Serve the connection over HTTP after all (the site could not be reached)."""
-        self._protocol.release()
-
-
-def claim(request: web.BaseRequest) -> Claim | None:
-    """Hold ``request``'s connection for a hand-over; None when that cannot work.
-
-    Only a front-door connection with nothing parsed after this request can be
-    handed over. Answer with ``Claim.hand_over(...)`` or call ``Claim.release()``.
-    """
-    protocol = request.protocol
-    if not isinstance(protocol, DoorProtocol) or not protocol.hold():
-        return None
-    return Claim(protocol)
 
 
 class ConnectionGuard:

@@ -28,7 +28,8 @@ from flyway_core.events import (
     SessionUp,
     TunnelRejected,
 )
-from flyway_core.frontdoor_guard import ConnectionGuard, RawFallback
+from flyway_core.frontdoor_guard import ConnectionGuard
+from flyway_core.frontdoor_handover import RawFallback
 from flyway_core.frontdoor_pages import REASONS, expect_continue, page, stamp_headers
 from flyway_core.protocol import (
     SUPPORTED_FEATURES,

@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import web
 
 from flyway_core import Address, Settings
-from flyway_core.frontdoor_guard import RawFallback, claim
+from flyway_core.frontdoor_handover import RawFallback, claim
 from flyway_core.frontdoor_pages import page, page_body
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.server import FlywayServer

@@ -40,7 +40,7 @@ from aiohttp.http import HttpVersion
 from yarl import URL
 
 from flyway_core import ConfigError
-from flyway_core.frontdoor_guard import claim
+from flyway_core.frontdoor_handover import claim
 from flyway_core.frontdoor_pages import page
 from flyway_fallback.reverse_proxy.body import RequestBody
 from flyway_fallback.reverse_proxy.headers import door_location, request_head, request_headers
