@@ -203,8 +203,7 @@ class DoorProtocol(web.RequestHandler):
             pipe.data_received(first + held)
         if self._eof:
             pipe.eof_received()
-        if isinstance(transport, asyncio.ReadTransport):
-            transport.resume_reading()
+        transport.resume_reading()  # held bytes may have paused it (uvloop's is no ReadTransport)
 
     def handle_error(
         self,

@@ -16,6 +16,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 __all__ = ["PipeEnd", "Splice", "reset"]
 
@@ -45,8 +46,9 @@ class PipeEnd(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is no subclass of asyncio.Transport).
+        self.transport = cast("asyncio.Transport", transport)
+        transport = self.transport
         if self._pending:
             transport.write(bytes(self._pending))
             self._pending.clear()
