@@ -6,6 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
 from fallback_compare import comparable, same_answers
 from fallback_site import PASSWORD
@@ -60,6 +61,9 @@ async def test_the_flyway_command_serves_the_site_and_stops_cleanly(
                 ours, theirs = await same_answers(probe, port, nginx_site)
                 assert comparable(ours, port) == comparable(theirs, nginx_site), probe.name
                 assert ours.ending == theirs.ending, probe.name
+            async with aiohttp.ClientSession() as http:  # over 64 KiB: sendfile, or its stand-in
+                async with http.get(f"http://127.0.0.1:{port}/big.bin") as response:
+                    assert await response.read() == (site_root / "big.bin").read_bytes()
             server.send_signal(signal.SIGTERM)
             _, err = await asyncio.to_thread(server.communicate, timeout=10)
         assert server.returncode == 0 and err == ""

@@ -156,4 +156,9 @@ async def _sendfile(request: web.BaseRequest, region: FileRegion) -> None:
         raise ConnectionResetError("the client left")
     loop = asyncio.get_running_loop()
     with open(region.path, "rb") as file:  # noqa: ASYNC230  # a local file, opened once
-        await loop.sendfile(transport, file, region.offset, region.count)
+        try:
+            await loop.sendfile(transport, file, region.offset, region.count)
+            return
+        except NotImplementedError:  # uvloop has no sendfile: read and write, as aiohttp does
+            pass
+    await _copy(request.writer, region)
