@@ -2,7 +2,9 @@
 
 A ``Splice`` carries a client connection that the front door handed over to the
 site, byte for byte, as a TCP relay does (Xray's fallbacks, HAProxy in TCP mode).
-What one side sends the other gets; an EOF becomes a ``write_eof``; a side that
+What one side sends the other gets; an EOF becomes a ``write_eof`` (a close, where the
+transport cannot half-close: TLS); a connection whose EOF came both ways is closed, so
+a splice that ends with two FINs ends (``on_end``) as one that is closed; a side that
 closes normally is followed by a normal close of the other (FIN), a side that was
 reset by an abortive close of the other (RST, ``SO_LINGER`` 0), so a prober sees
 the site's own way of hanging up. Each direction is flow-controlled: a side whose
@@ -41,6 +43,8 @@ class PipeEnd(asyncio.Protocol):
         self.peer: PipeEnd | None = None
         self._pending = bytearray()
         self._eof_pending = False
+        self.eof_in = False  # this side sent its EOF
+        self.eof_out = False  # this side was sent the other's EOF
         self.gone = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -62,8 +66,10 @@ class PipeEnd(asyncio.Protocol):
             self.peer.send(data)
 
     def eof_received(self) -> bool:
+        self.eof_in = True
         if self.peer is not None:
             self.peer.send_eof()
+        self._close_if_done()
         return True  # keep our direction open: the other side may still answer
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -96,8 +102,20 @@ class PipeEnd(asyncio.Protocol):
     def send_eof(self) -> None:
         if self.transport is None:
             self._eof_pending = True
-        elif self.transport.can_write_eof() and not self.transport.is_closing():
+            return
+        self.eof_out = True
+        if self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
             self.transport.write_eof()
+            self._close_if_done()
+        else:  # TLS cannot half-close: the EOF becomes a close (after what is buffered)
+            self.transport.close()
+
+    def _close_if_done(self) -> None:
+        """Both directions of this connection are over: close it (a normal close, FIN)."""
+        if self.eof_in and self.eof_out and self.transport is not None:
+            self.transport.close()
 
     def finish(self, *, abort: bool) -> None:
         if self.transport is None:
