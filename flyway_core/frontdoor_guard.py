@@ -69,6 +69,7 @@ __all__ = ["FIRST_BYTES_KEPT", "Claim", "ConnectionGuard", "DoorProtocol", "RawF
 # guard's connections are what they hand over.
 
 log = logging.getLogger(__name__)
+_EOF_POLL = 0.01  # seconds between looks at a half-closed connection's pending answers
 _LINE_LIMIT = 8190  # aiohttp's max_line_size: a longer request line is nginx's 414
 FIRST_BYTES_KEPT = 40 << 10  # a connection's first bytes kept for a hand-over (nginx: 32 KiB heads)
 _HOLD_LIMIT = 1 << 20  # bytes held during a hand-over before the socket is no longer read
@@ -127,8 +128,34 @@ class DoorProtocol(web.RequestHandler):
         self.guard.forget(self)
         super().connection_lost(exc)
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows a bool
+        """The peer half-closed: answer what it asked, then close (as nginx does).
+
+        aiohttp's own handler lets the transport close at once, so a client that
+        half-closes after its request (``shutdown(SHUT_WR)``) got no answer at all.
+        A request cut short (its head or body unfinished) is closed unanswered, as
+        nginx does; so is an upgraded connection (a WebSocket): its reader learns of
+        the end only from the close.
+        """
         self._eof = True
+        if self.upgraded:
+            return None
+        if self._held is not None:  # a hand-over is under way: its pipe gets the EOF
+            return True
+        if self.reading_body or self.head_since is not None:
+            return None  # a request cut short: nginx closes without an answer, and so do we
+        self._close_when_idle()
+        return True
+
+    def _close_when_idle(self) -> None:
+        """Close once every request already received is answered (pipelined ones too)."""
+        if self.transport is None or self._held is not None:
+            return
+        waiter = self._waiter  # aiohttp's: set while its loop waits for the next request
+        if waiter is not None and not waiter.done() and not self._messages:
+            self.force_close()  # the transport sends what it holds, then its FIN
+        else:
+            self.guard.loop.call_later(_EOF_POLL, self._close_when_idle)
 
     def data_received(self, data: bytes) -> None:
         if self._held is not None:  # a hand-over is under way: keep it for the pipe
