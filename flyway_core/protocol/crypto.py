@@ -319,7 +319,10 @@ class ReplayWindow:
     def accept(self, counter: int) -> None:
         """Remember ``counter`` as accepted (call only after it authenticated)."""
         behind = self._top - counter
-        if behind < 0:
+        if behind <= -self.size:  # a jump past the whole window: nothing in it survives
+            self._bits = 1
+            self._top = counter
+        elif behind < 0:
             self._bits = ((self._bits << -behind) | 1) & self._mask
             self._top = counter
         elif behind < self.size:

@@ -104,3 +104,19 @@ def test_the_window_accepts_each_counter_at_most_once(counters: list[int]) -> No
             window.accept(counter)
             accepted.add(counter)
     assert window._bits < (1 << 64)  # bounded by its size
+
+
+def test_a_far_future_counter_resets_the_window_without_a_huge_bitmap() -> None:
+    window = ReplayWindow()
+    for counter in (0, 1, 2):
+        window.accept(counter)
+    window.accept(2**40)  # before: a shift by 2**40 bits, MemoryError
+    assert window.newest == 2**40
+    assert not window.fresh(2**40)
+    assert window.fresh(2**40 - 1)
+    assert not window.fresh(2)  # far behind now: too old to tell
+    assert window._bits == 1  # the bitmap stays within the window's size
+    window.accept(2**40 + window.size)  # exactly one window ahead: reset too
+    assert window._bits == 1
+    window.accept(2**40 + window.size - 3)
+    assert window._bits.bit_length() <= window.size
