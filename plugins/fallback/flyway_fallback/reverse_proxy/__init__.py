@@ -3,7 +3,9 @@
 Options: ``--reverse-proxy-host client|upstream`` (the ``Host`` the site gets:
 the client's, the default, or the one in ``-P``), ``--reverse-proxy-timeout S``
 (connect and read, default 60, nginx's), ``--reverse-proxy-connections N``
-(connections to the site at once, default 8; more requests wait). See
+(connections to the site at once, default 8; more requests wait, ``timeout`` at
+most, then get a 504), ``--reverse-proxy-send-timeout S`` (a client that takes
+nothing of its answer this long is closed, default 60, nginx's). See
 ``proxy.py`` for how it works.
 """
 
@@ -17,7 +19,12 @@ from typing import TYPE_CHECKING
 import click
 
 from flyway_core import hookimpl
-from flyway_fallback.reverse_proxy.proxy import POOL_SIZE, ReverseProxyFallback, Upstream
+from flyway_fallback.reverse_proxy.proxy import (
+    POOL_SIZE,
+    SEND_TIMEOUT,
+    ReverseProxyFallback,
+    Upstream,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -54,7 +61,16 @@ def add_options() -> list[click.Option]:
             show_default=True,
             metavar="N",
             help="Server, -P http://: connections to the site at once (more requests wait, "
-            "so the site's visitors cannot crowd out the tunnel).",
+            "--reverse-proxy-timeout at most, so the site's visitors cannot crowd out the tunnel).",
+        ),
+        click.Option(
+            ["--reverse-proxy-send-timeout"],
+            type=click.FloatRange(min=0.1),
+            default=SEND_TIMEOUT,
+            show_default=True,
+            metavar="S",
+            help="Server, -P http://: close a client that takes nothing of its answer this long "
+            "(nginx's send_timeout), which frees its connection to the site.",
         ),
     ]
 
@@ -68,6 +84,7 @@ def fallback_for(spec: str | None, settings: Settings) -> ReverseProxyFallback |
         use_upstream_host=settings.option("reverse_proxy_host", "client") == "upstream",
         timeout=float(settings.option("reverse_proxy_timeout", 60.0)),
         connections=int(settings.option("reverse_proxy_connections", POOL_SIZE)),
+        send_timeout=float(settings.option("reverse_proxy_send_timeout", SEND_TIMEOUT)),
     )
     _MADE.add(fallback)
     return fallback

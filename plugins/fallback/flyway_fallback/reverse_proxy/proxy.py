@@ -24,8 +24,11 @@ cannot parse at all (``open_pipe``: ``RawFallback``).
 
 When the site cannot be reached the visitor gets nginx's 502 page; when it does not
 answer within ``timeout`` (nginx's ``proxy_connect_timeout`` and
-``proxy_read_timeout``, 60 s), its 504 page. An upstream that fails mid-answer
-has the client connection closed, as nginx does.
+``proxy_read_timeout``, 60 s), its 504 page, and so does a request that waited
+``timeout`` for a pool connection (all held by other visitors). An upstream that
+fails mid-answer has the client connection closed, as nginx does; so has a client
+that takes nothing of the answer for ``send_timeout`` (nginx's ``send_timeout``,
+60 s, between two writes), which frees its upstream connection for the next.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Coroutine
 
 import aiohttp
 from aiohttp import web
@@ -47,9 +51,10 @@ from flyway_fallback.reverse_proxy.headers import door_location, request_head, r
 from flyway_fallback.reverse_proxy.response import ProxiedResponse
 from flyway_fallback.splice import Splice
 
-__all__ = ["MAX_SPLICES", "POOL_SIZE", "ReverseProxyFallback", "Upstream"]
+__all__ = ["MAX_SPLICES", "POOL_SIZE", "SEND_TIMEOUT", "ReverseProxyFallback", "Upstream"]
 
 log = logging.getLogger(__name__)
+SEND_TIMEOUT = 60.0  # nginx's send_timeout: a client write that makes no progress for this long
 POOL_SIZE = 8  # connections to the site at once; more requests wait for one (see __init__)
 MAX_SPLICES = 1024  # connections handed over whole at once (more get the door's answer)
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -90,8 +95,10 @@ class ReverseProxyFallback:
         use_upstream_host: bool = False,
         timeout: float = 60.0,
         connections: int = POOL_SIZE,
+        send_timeout: float = SEND_TIMEOUT,
     ) -> None:
         self.upstream = upstream
+        self.send_timeout = send_timeout
         self.connections = connections
         self.use_upstream_host = use_upstream_host
         self.timeout = timeout
@@ -116,8 +123,8 @@ class ReverseProxyFallback:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.timeout, sock_read=self.timeout
+                timeout=aiohttp.ClientTimeout(  # connect: the wait for the pool included
+                    total=None, connect=self.timeout, sock_read=self.timeout
                 ),
             )
         return session
@@ -188,14 +195,25 @@ class ReverseProxyFallback:
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    await response.write(chunk)
+                    await self._send(response.write(chunk), request)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("the upstream %s failed mid-answer: %r", self.upstream, exc)
                 if request.transport is not None:
                     request.transport.close()
                 raise ConnectionResetError("the upstream failed mid-answer") from None
-            await response.write_eof()
+            await self._send(response.write_eof(), request)
         return response
+
+    async def _send(self, write: Coroutine[object, object, None], request: web.Request) -> None:
+        """Await ``write`` to the client; one stuck ``send_timeout`` closes the client."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await write
+        except TimeoutError:
+            log.debug("a client took nothing for %s s: closed", self.send_timeout)
+            if request.transport is not None:
+                request.transport.abort()  # its buffered answer goes too, as nginx's close
+            raise ConnectionResetError("the client stopped reading") from None
 
     # --- RawFallback ----------------------------------------------------------------------
 
