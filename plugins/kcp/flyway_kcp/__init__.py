@@ -18,6 +18,7 @@ from flyway_kcp.config import (
     MODES,
     KcpConfig,
 )
+from flyway_kcp.stats import install_stats_signal
 from flyway_kcp.transport import KcpTransport
 
 __all__ = ["KcpConfig", "KcpTransport"]
@@ -68,4 +69,5 @@ def add_options() -> list[click.Option]:
 
 @hookimpl
 def register_transports(settings: Settings) -> list[KcpTransport]:
+    install_stats_signal()  # only with FLYWAY_KCP_STATS set (the bench's counters)
     return [KcpTransport(KcpConfig.from_settings(settings))]

@@ -10,9 +10,13 @@ Theory of operation. Nothing here busy-ticks: three things move a conversation.
 - The clock: a timer at ``check()``'s time runs ``update``, which resends what timed out.
 
 Writers are gated on ``waitsnd`` against the send window, as kcp-go does (ikcp itself never
-refuses a write, so without the gate its queue would grow without bound), and we take only
-``rcvwnd`` segments' worth of received bytes ahead of ``receive``: past that ikcp's receive
-window fills and the peer is told to stop. Memory is bounded by the two windows.
+refuses a write, so without the gate its queue would grow without bound): a write goes in only
+as far as ``(sndwnd - waitsnd) * mss`` bytes reach, ``send_nowait`` refuses one that does not
+fit (so the session's writer waits, and the streams' frames queued meanwhile interleave), and
+``send`` feeds a large one in gated chunks. ikcp then holds at most ``sndwnd`` segments (one
+more when stream mode tops up a half-full last one). We take only ``rcvwnd`` segments' worth
+of received bytes ahead of ``receive``: past that ikcp's receive window fills and the peer is
+told to stop. Memory is bounded by the two windows.
 """
 
 from __future__ import annotations
@@ -77,8 +81,13 @@ class KcpCarrier(Carrier):
 
     @property
     def retransmits(self) -> int:
-        """Segments ikcp sent again after a timeout."""
-        return self._conversation.retransmits
+        """Data segments sent again, for whatever reason (timeouts and fast resends)."""
+        return self.output.resent_segments
+
+    @property
+    def timeouts(self) -> int:
+        """Segments ikcp sent again after their retransmission timeout (a part of those)."""
+        return self._conversation.timeouts
 
     def _now(self) -> int:
         return int((self._loop.time() - self._epoch) * 1000)
@@ -124,7 +133,7 @@ class KcpCarrier(Carrier):
     def _settle(self, now: int) -> None:
         """After ikcp ran: move received bytes on, open or close the gate, set the timer."""
         self._drain()
-        if self._conversation.waitsnd < self._sndwnd:
+        if self._room() > 0:
             self._writable.set()
         else:
             self._writable.clear()
@@ -158,22 +167,36 @@ class KcpCarrier(Carrier):
 
     # --- the Carrier interface ----------------------------------------------------------
 
+    def _room(self) -> int:
+        """Bytes the send window has room for now."""
+        conversation = self._conversation
+        return max(0, self._sndwnd - conversation.waitsnd) * conversation.mss
+
     def send_nowait(self, data: bytes) -> bool:
-        """Queue ``data`` at once if the send window has room (else ``send`` waits for it)."""
-        if self.closed or self._conversation.waitsnd >= self._sndwnd:
+        """Queue ``data`` at once if it all fits the send window (else ``send`` feeds it)."""
+        if self.closed or len(data) > self._room():
             return False
         self._conversation.send(data)
         self._flush_soon()
         return True
 
     async def send(self, data: bytes) -> None:
-        while not self.closed and self._conversation.waitsnd >= self._sndwnd:
-            self._writable.clear()
-            await self._writable.wait()
-        if self.closed:
-            raise CarrierClosed("the KCP conversation is closed")
-        self._conversation.send(data)
-        self._flush_soon()
+        """Queue ``data``, as much at a time as the send window has room for."""
+        view, start = memoryview(data), 0
+        while True:
+            room = 0 if self.closed else self._room()
+            while not self.closed and room == 0:
+                self._writable.clear()
+                await self._writable.wait()
+                room = self._room()
+            if self.closed:
+                raise CarrierClosed("the KCP conversation is closed")
+            end = start + room
+            self._conversation.send(data if start == 0 and end >= len(data) else view[start:end])
+            self._flush_soon()
+            if end >= len(data):
+                return
+            start = end
 
     async def receive(self) -> bytes:
         while not self._inbound:

@@ -20,6 +20,7 @@ from flyway_kcp.config import KcpConfig
 from flyway_kcp.fec import FecEncoder
 from flyway_kcp.handshake import conv_of, keys_for, seal_hello
 from flyway_kcp.output import DatagramOutput
+from flyway_kcp.stats import TALLY
 from flyway_kcp.udp import BatchReader, Peer, udp_socket
 
 __all__ = ["HELLO_RETRY", "dial"]
@@ -44,11 +45,13 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
     reader: BatchReader | None = None
 
     def closed() -> None:
+        TALLY.ended(carrier)
         if reader is not None:
             reader.close()
         sock.close()
 
     carrier = KcpCarrier(conv_of(keys), config, output, None, on_close=closed)
+    TALLY.track(carrier, "client")
     # The server's datagrams start with its salt for this session; the first one that opens
     # fixes it. Until then each new salt costs an HKDF (only while dialing).
     server_salt = b""

@@ -59,12 +59,16 @@ class Conversation:
         return bool(self._kcp.state & 0xFFFFFFFF == _DEAD)
 
     @property
-    def retransmits(self) -> int:
-        """Segments sent again (timeouts and fast resends) so far."""
+    def timeouts(self) -> int:
+        """Segments sent again after their retransmission timeout (ikcp's ``xmit``).
+
+        Fast resends and early retransmits are not in it: the output counts every resend
+        (``DatagramOutput.resent_segments``).
+        """
         sent: int = self._kcp.xmit
         return sent
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | memoryview) -> None:
         """Queue ``data`` (any size) for sending; segments go out at the next flush."""
         kcp, split = self._kcp, self._split
         if len(data) <= split:

@@ -29,9 +29,15 @@ _HEADER = 24  # bytes of an ikcp segment header; an ACK carries nothing after it
 _SERIAL = 0xFFFFFFFF
 
 
-def _newest_push(segments: bytes, newest: int) -> tuple[int, bool, bool]:
-    """Walk ikcp's segments (little-endian headers): the newest data sn, any resent, any data."""
-    resent = pushed = False
+def _newest_push(segments: bytes, newest: int) -> tuple[int, int, int, bool]:
+    """Walk ikcp's segments (little-endian headers): the newest data sn, the data segments
+    sent before (how many, their bytes), any data at all.
+
+    ikcp numbers data segments in the order it first sends them, so one whose sn is not past
+    the newest sent is a resend (after a timeout or a fast resend alike).
+    """
+    resent = resent_bytes = 0
+    pushed = False
     offset, end = 0, len(segments) - _HEADER
     while offset <= end:
         length = int.from_bytes(segments[offset + 20 : offset + 24], "little")
@@ -42,9 +48,10 @@ def _newest_push(segments: bytes, newest: int) -> tuple[int, bool, bool]:
             if newest < 0 or 0 < ahead < 0x80000000:
                 newest = sn
             else:
-                resent = True
+                resent += 1
+                resent_bytes += length
         offset += _HEADER + length
-    return newest, resent, pushed
+    return newest, resent, resent_bytes, pushed
 
 
 def _only_acks(segments: bytes) -> bool:
@@ -71,6 +78,8 @@ class DatagramOutput:
         "dropped",
         "lossy_until",
         "resends",
+        "resent_bytes",
+        "resent_segments",
         "sent",
     )
 
@@ -89,12 +98,17 @@ class DatagramOutput:
         self.bytes_sent = 0
         self.dropped = 0  # datagrams the socket refused (full buffer): KCP sends them again
         self.resends = 0  # datagrams carrying a segment sent before (with FEC only)
+        self.resent_segments = 0  # data segments sent again (timeouts and fast resends)
+        self.resent_bytes = 0  # their payload bytes
         self.lossy_until = 0.0  # time.monotonic() until which parity is sent
         self._newest = -1  # the newest data segment's sn sent so far
 
     def __call__(self, segments: bytes) -> int:
+        self._newest, resent, resent_bytes, pushed = _newest_push(segments, self._newest)
+        if resent:
+            self.resent_segments += resent
+            self.resent_bytes += resent_bytes
         if self._fec is not None:
-            self._newest, resent, pushed = _newest_push(segments, self._newest)
             now = time.monotonic()
             if resent:
                 self.resends += 1

@@ -39,6 +39,7 @@ from flyway_kcp.handshake import (
     parse_hello,
 )
 from flyway_kcp.output import DatagramOutput
+from flyway_kcp.stats import TALLY
 from flyway_kcp.udp import BatchReader, Peer, udp_socket
 
 __all__ = ["KcpServer"]
@@ -159,12 +160,14 @@ class KcpServer:
             on_close=lambda: self._forget(session_id),
         )
         self._sessions[session_id] = carrier
+        TALLY.track(carrier, "server")
         self._tasks.create_task(self._run(carrier, connection, peer))
 
     def _forget(self, session_id: bytes) -> None:
         carrier = self._sessions.pop(session_id, None)
         if carrier is not None:
             self._touched.discard(carrier)
+            TALLY.ended(carrier)
 
     async def _run(self, carrier: KcpCarrier, connection: ServerConnection, peer: str) -> None:
         try:

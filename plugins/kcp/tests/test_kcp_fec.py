@@ -9,6 +9,7 @@ import random
 import pytest
 from flyway_kcp.config import KcpConfig, parse_fec
 from flyway_kcp.fec import KEEP, FecDecoder, FecEncoder
+from flyway_kcp.stats import TALLY
 from intermediaries.lossy_udp import Impairment
 from kcp_pairs import KcpPair, kcp_pair
 
@@ -73,6 +74,8 @@ async def test_without_fec_the_lossy_link_still_delivers_every_byte() -> None:
         assert (sent, size) == (echoed, received)
         (carrier,) = pair.endpoint.sessions.values()
         assert carrier.recovered == 0 and carrier.retransmits > 0  # KCP resent what was lost
+        assert carrier.retransmits >= carrier.timeouts  # fast resends are counted too
+        assert TALLY.snapshot()["server"]["resent_bytes"] >= carrier.output.resent_bytes > 0
 
 
 async def test_with_fec_the_server_follows_the_client_and_rebuilds_losses(lossy: KcpPair) -> None:
