@@ -1,9 +1,15 @@
 """The server's UDP endpoint: one socket on the HTTP port's number, many conversations.
 
 A datagram is looked up by the session id it starts with. A known one is opened with that
-session's key and replay window; anything else may be a hello, which costs one per-packet
-open and allocates nothing unless it authenticates and the front door accepts it. Whatever
-fails is dropped without a word: a scanner gets no reply to anything, and no state.
+session's key and replay window; anything else may be a hello. A hello whose packet salt a
+live or recently ended session's hello had (the client saying it again, or a replay) is
+dropped before any crypto, and quietly: counted, with no event per datagram (an ended
+session's is remembered for ``ENDED_HELLOS_KEPT`` seconds, past which the front door's clock
+check refuses it). Other hellos cost one per-packet open (two HKDFs and AES-GCM, ~7 µs) and
+allocate nothing unless they authenticate and the front door accepts them; at most
+``HELLOS_PER_BATCH`` are opened per batch of datagrams, so a flood of bogus hellos costs the
+live sessions a bounded share of each batch (a real client's hello lost in it is said again).
+Whatever fails is dropped without a word: a scanner gets no reply to anything, and no state.
 """
 
 from __future__ import annotations
@@ -11,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 
 from flyway_core import ConfigError, FlywayError
 from flyway_core.interfaces import FrontDoor
-from flyway_core.protocol import ServerConnection
+from flyway_core.protocol import CLOCK_SKEW, ServerConnection
 from flyway_core.protocol.crypto import (
     DATAGRAM_HEADER,
+    PACKET_SALT_SIZE,
     SERVER_SALT_SIZE,
     SESSION_ID_SIZE,
     PacketSealer,
@@ -46,6 +55,9 @@ __all__ = ["KcpServer"]
 
 log = logging.getLogger("flyway.kcp")
 CLOSE_WAIT = 5.0  # seconds the endpoint waits for its sessions to end when it stops
+HELLOS_PER_BATCH = 16  # hellos opened per batch of datagrams; more wait for the next batch
+ENDED_HELLOS_KEPT = 2 * CLOCK_SKEW  # seconds an ended session's hello is still known
+ENDED_HELLOS_MAX = 1 << 16  # ended sessions' hellos kept at most (the oldest go first)
 
 
 def _counter(datagram: bytes) -> int:
@@ -63,9 +75,14 @@ class KcpServer:
         self._hellos = PacketSealer(self._master, HELLO_LABEL)
         self._sessions: dict[bytes, KcpCarrier] = {}
         self._touched: set[KcpCarrier] = set()
+        self._hello_salts: dict[bytes, bytes] = {}  # a live session's hello packet salt: its id
+        self._salt_of: dict[bytes, bytes] = {}  # and back
+        self._ended_hellos: dict[bytes, float] = {}  # an ended one's: until when it is kept
+        self._hello_budget = HELLOS_PER_BATCH
         self._sock: socket.socket | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.dropped = 0  # datagrams that were not ours (or replays), for tests and reports
+        self.repeated_hellos = 0  # hellos of live or ended sessions (a part of ``dropped``)
 
     @property
     def sessions(self) -> dict[bytes, KcpCarrier]:
@@ -101,6 +118,7 @@ class KcpServer:
             self._sock.close()
 
     def _batch(self) -> None:
+        self._hello_budget = HELLOS_PER_BATCH
         touched, self._touched = self._touched, set()
         for carrier in touched:
             carrier.batch_done()
@@ -130,6 +148,15 @@ class KcpServer:
         if not MIN_HELLO_DATAGRAM <= len(data) <= MAX_HELLO_DATAGRAM:
             self.dropped += 1
             return
+        packet_salt = data[:PACKET_SALT_SIZE]
+        if packet_salt in self._hello_salts or self._ended(packet_salt):  # said again, replayed
+            self.dropped += 1
+            self.repeated_hellos += 1
+            return
+        if self._hello_budget <= 0:  # a flood: the live sessions' datagrams come first
+            self.dropped += 1
+            return
+        self._hello_budget -= 1
         try:
             fec, hello = parse_hello(self._hellos.open(data))
             config = dataclasses.replace(self._config, fec=fec)  # the client's FEC
@@ -138,7 +165,7 @@ class KcpServer:
             return
         keys = keys_for(self._master, hello)
         session_id = keys.session_id
-        if session_id in self._sessions:  # the client said hello again: KCP resends the Welcome
+        if session_id in self._sessions:  # sealed again by a password holder: the session is up
             self.dropped += 1
             return
         peer = address[0]
@@ -160,11 +187,30 @@ class KcpServer:
             on_close=lambda: self._forget(session_id),
         )
         self._sessions[session_id] = carrier
+        self._hello_salts[packet_salt] = session_id
+        self._salt_of[session_id] = packet_salt
         TALLY.track(carrier, "server")
         self._tasks.create_task(self._run(carrier, connection, peer))
 
+    def _ended(self, packet_salt: bytes) -> bool:
+        """True if an ended session's hello had ``packet_salt`` not long ago."""
+        ended = self._ended_hellos
+        if not ended:
+            return False
+        now = time.monotonic()  # they are kept in the order they ended: prune a few at a time
+        for expired in [salt for salt, until in itertools.islice(ended.items(), 8) if until <= now]:
+            del ended[expired]
+        return packet_salt in ended
+
     def _forget(self, session_id: bytes) -> None:
         carrier = self._sessions.pop(session_id, None)
+        packet_salt = self._salt_of.pop(session_id, None)
+        if packet_salt is not None:
+            del self._hello_salts[packet_salt]
+            ended = self._ended_hellos
+            ended[packet_salt] = time.monotonic() + ENDED_HELLOS_KEPT
+            if len(ended) > ENDED_HELLOS_MAX:
+                del ended[next(iter(ended))]
         if carrier is not None:
             self._touched.discard(carrier)
             TALLY.ended(carrier)
