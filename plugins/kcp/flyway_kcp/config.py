@@ -29,7 +29,7 @@ DEFAULT_MTU = 1350  # bytes per UDP payload, seal included (kcptun's default)
 DEFAULT_SNDWND = 1024  # segments in flight; chosen on the lossy link (README)
 DEFAULT_RCVWND = 1024
 DEFAULT_FEC = (10, 3)  # measured both ways on the lossy link (README): it pays
-MAX_SHARDS = 128  # data + parity shards per group
+MAX_SHARDS = 32  # data + parity shards per group; parity is at most the data (M <= K)
 MIN_MTU = 256
 MAX_MTU = 9000
 MAX_WINDOW = 32768
@@ -54,8 +54,10 @@ class KcpConfig:
             if not 16 <= value <= MAX_WINDOW:
                 raise ConfigError(f"--kcp-{name} {value} is outside 16-{MAX_WINDOW}")
         k, m = self.fec
-        if (k, m) != (0, 0) and not (k >= 1 and m >= 1 and k + m <= MAX_SHARDS):
-            raise ConfigError(f"--kcp-fec {k},{m}: need 1+ data and 1+ parity, {MAX_SHARDS} in all")
+        if (k, m) != (0, 0) and not (1 <= m <= k and k + m <= MAX_SHARDS):
+            raise ConfigError(
+                f"--kcp-fec {k},{m}: need 1+ parity, no more parity than data, {MAX_SHARDS} in all"
+            )
 
     @property
     def nodelay(self) -> tuple[int, int, int, int]:

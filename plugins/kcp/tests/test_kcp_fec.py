@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 import pytest
 from flyway_kcp.config import KcpConfig, parse_fec
 from flyway_kcp.fec import KEEP, FecDecoder, FecEncoder
+from flyway_kcp.handshake import seal_hello
 from flyway_kcp.stats import TALLY
 from intermediaries.lossy_udp import Impairment
 from kcp_pairs import KcpPair, kcp_pair
 
 from flyway_core import ConfigError, Settings
+from flyway_core.protocol import ClientConnection
+from flyway_core.protocol.crypto import derive_master_key
 from flyway_core.testing.pairs import hashed_exchange
 
 
@@ -100,3 +104,25 @@ async def test_a_clean_link_gets_no_parity_and_a_lossy_one_does() -> None:
         (carrier,) = pair.endpoint.sessions.values()
         assert carrier.output.resends > 0 and carrier.output.lossy_until > 0  # ours is on
         assert carrier.recovered > 0  # and the client's parity rebuilt what was lost
+
+
+def test_parity_is_capped_at_the_data_and_the_group_size() -> None:
+    assert KcpConfig(fec=(16, 16)).fec == (16, 16)
+    for bad in ((1, 127), (10, 11), (17, 16)):
+        with pytest.raises(ConfigError, match="no more parity than data"):
+            KcpConfig(fec=bad)
+
+
+async def test_the_server_drops_a_hello_asking_for_more_parity_than_it_allows() -> None:
+    master = derive_master_key("pw")
+    async with kcp_pair(up=Impairment(), down=Impairment()) as pair:
+        endpoint = pair.endpoint
+        live, dropped = dict(endpoint.sessions), endpoint.dropped
+        for fec in ((1, 127), (17, 16)):  # before: sessions with 127 (16) parity per datagram
+            hello = ClientConnection(master, now=time.time()).hello()
+            endpoint._datagram(seal_hello(master, hello, fec), ("127.0.0.1", 40000))
+            endpoint._batch()
+        assert endpoint.sessions == live and endpoint.dropped - dropped == 2
+        hello = ClientConnection(master, now=time.time()).hello()  # what it allows it takes
+        endpoint._datagram(seal_hello(master, hello, (16, 16)), ("127.0.0.1", 40000))
+        assert len(endpoint.sessions) == len(live) + 1
