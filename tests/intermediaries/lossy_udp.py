@@ -2,12 +2,12 @@
 
 The kernel here has no netem, so KCP's tests and its bench column put this between client
 and server. It relays one client (answers go to the address that sent last) to one target; each
-direction has its own ``Impairment``. Everything random comes from one ``random.Random``
-seeded by ``seed``. It is bounded: each direction holds at most ``queue`` datagrams in its
-delay line (more are dropped, as a router's full queue drops them), and it stops relaying
-``lifetime`` seconds after it started. ``rebind()`` moves its side toward the target to a
-new source port, as a NAT whose mapping expired would; ``blocked = True`` drops everything
-(a vanished path); ``record=N`` keeps the first N datagrams each way in ``recorded`` and
+direction has its own ``Impairment``, and its own ``random.Random`` seeded by ``seed`` and
+the direction, so a seeded run repeats. It is bounded: each direction holds at most ``queue``
+datagrams in its delay line (more are dropped, as a router's full queue drops them), and it
+stops relaying ``lifetime`` seconds after it started. ``rebind()`` moves its side toward the
+target to a new source port, as a NAT whose mapping expired would; ``blocked = True`` drops
+everything (a vanished path); ``record=N`` keeps the first N datagrams each way in ``recorded`` and
 ``recorded_down`` (what an attacker on the path would capture). Sockets are asyncio-dgram's.
 
 Run on its own (the bench does): ``python -m intermediaries.lossy_udp --target PORT
@@ -115,9 +115,10 @@ class LossyUdpRelay:
         record: int = 0,
     ) -> None:
         self.target = target
-        rng = random.Random(seed)
-        self.up = _DelayLine(up, rng, queue)  # client -> target
-        self.down = _DelayLine(down, rng, queue)  # target -> client
+        # One generator per direction: what one direction draws does not depend on how many
+        # datagrams the other carried, so a seeded run repeats whatever the timing.
+        self.up = _DelayLine(up, random.Random(f"{seed} up"), queue)  # client -> target
+        self.down = _DelayLine(down, random.Random(f"{seed} down"), queue)  # target -> client
         self.lifetime = lifetime
         self._port = port
         self.client: tuple[str, int] | None = None

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 
-from intermediaries.lossy_udp import Impairment
+from intermediaries.lossy_udp import Impairment, LossyUdpRelay
 from kcp_pairs import KcpPair, kcp_pair
 
 from flyway_core.testing.pairs import hashed_exchange
@@ -87,3 +87,15 @@ async def test_jitter_reordering_and_duplicates_change_nothing_either() -> None:
         assert (sent, size) == (echoed, received)
         assert pair.relay.up.tally.duplicated and pair.relay.down.tally.duplicated
         assert pair.endpoint.dropped > 0  # the duplicates: refused by the replay window
+
+
+def test_each_direction_of_the_relay_draws_its_own_seeded_randomness() -> None:
+    """What one direction loses does not depend on how busy the other was: a seed repeats."""
+    rough = Impairment(loss=0.3, jitter=0.01, duplicate=0.1, reorder=0.1)
+    quiet, busy = (LossyUdpRelay(("127.0.0.1", 9), up=rough, down=rough, seed=5) for _ in "ab")
+    for i in range(300):
+        quiet.up.push(i.to_bytes(2, "big"), 0.0)
+        busy.up.push(i.to_bytes(2, "big"), 0.0)
+        busy.down.push(b"answer", 0.0)  # only one relay's other direction carries anything
+    assert sorted(quiet.up.heap) == sorted(busy.up.heap)  # before: one generator for both
+    assert quiet.up.tally.lost == busy.up.tally.lost > 0
