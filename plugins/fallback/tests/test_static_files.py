@@ -29,8 +29,6 @@ from flyway_core.testing.probes import PROBES, Probe, answer
 DIFFERENCES = {
     "header line without colon": "aiohttp's parser refuses it (nginx skips the line and "
     "serves the page); without a site to hand the connection to, the door answers 400",
-    "a dot-dot path": "refused with 404, as every path that would leave the root is "
-    "(nginx: 400 and close when .. climbs above the root)",
 }
 
 
@@ -38,18 +36,57 @@ def _probe(head: str) -> Probe:
     return Probe(head.split("\r\n")[0], (head + "\r\n\r\n").encode())
 
 
-STATIC_PROBES = [
-    _probe(f"GET {path} HTTP/1.1\r\nHost: x")
-    for path in ("/docs/", "/style.css", "/app.js", "/image.png", "/space%20name.txt", "/1k.bin")
-] + [
-    _probe("GET /index.html HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip"),
-    _probe("GET /docs/a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=-3"),
-    _probe("GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-"),
-    _probe("HEAD /1k.bin HTTP/1.1\r\nHost: x"),
-    _probe("GET /small.txt HTTP/1.0"),
-    _probe("GET /docs?a=1 HTTP/1.1\r\nHost: x"),
-    _probe("POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0"),
-]
+STATIC_PROBES = (
+    [
+        _probe(f"GET {path} HTTP/1.1\r\nHost: x")
+        for path in (
+            "/docs/",
+            "/style.css",
+            "/app.js",
+            "/image.png",
+            "/space%20name.txt",
+            "/1k.bin",
+        )
+    ]
+    + [
+        _probe("GET /index.html HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip"),
+        _probe("GET /docs/a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=-3"),
+        _probe("GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-"),
+        _probe("HEAD /1k.bin HTTP/1.1\r\nHost: x"),
+        _probe("GET /small.txt HTTP/1.0"),
+        _probe("GET /docs?a=1 HTTP/1.1\r\nHost: x"),
+        _probe("POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0"),
+        Probe(
+            "Range: bytes=abc", b"GET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=abc\r\n\r\n"
+        ),
+        Probe(
+            "Range: bytes=0-1,", b"GET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,\r\n\r\n"
+        ),
+    ]
+    + [  # a file asked as a directory; nginx's normalisation of the path, and its 400s
+        _probe(f"GET {path} HTTP/1.1\r\nHost: x")
+        for path in (
+            "/small.txt/",
+            "/docs/index.html/",
+            "/./small.txt",
+            "/docs/./a.txt",
+            "/%2e/small.txt",
+            "/docs/.",
+            "/docs/../small.txt",
+            "/docs/..%2fsmall.txt",
+            "/docs%2fa.txt",
+            "/index.html/..",
+            "/.",
+            "/small.txt#x",
+            "/%",
+            "/%zz",
+            "/%2",
+            "/%u002e%u002e/small.txt",
+            "/small.txt%00",
+            "/docs/../..",
+        )
+    ]
+)
 
 
 @pytest.fixture
@@ -116,7 +153,7 @@ async def test_nothing_outside_the_root_is_served(jail: Path, target: str) -> No
     async with door(str(jail)) as (_, bound):
         got = await answer(bound.port, _probe(f"GET {target} HTTP/1.1\r\nHost: x"))
     assert b"the secret" not in got.raw
-    assert [r.status for r in got.responses] == [404]
+    assert [r.status for r in got.responses] in ([404], [400])  # 400: nginx's, ".." too many
 
 
 async def test_a_symlink_inside_the_root_is_served(jail: Path) -> None:

@@ -3,7 +3,8 @@
 Theory of operation, in nginx's order. Requests nginx refuses before looking for
 a file get its answer (``early_status``: 505, 400 for ``CONNECT`` and ``*``, 405
 for ``TRACE``, 413 over 1 MiB). Then the target is located under the root
-(``paths.locate``; refused or missing: 404); methods other than GET, HEAD and
+(``paths.locate``, nginx's normalisation; an invalid one: 400 and a close;
+refused or missing: 404, as is a file asked with a trailing slash); methods other than GET, HEAD and
 POST get 405 for what exists (Debian's site looks with ``try_files`` first). A
 directory asked without its slash gets nginx's 301 to it (an absolute
 ``Location``, the request's host and the server's port); with it, its
@@ -32,7 +33,7 @@ from flyway_fallback.static_files.answer import FileRegion, GzippedFile, HeadAns
 from flyway_fallback.static_files.cache import SmallFiles
 from flyway_fallback.static_files.listing import listing
 from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
-from flyway_fallback.static_files.paths import Located, inside, locate
+from flyway_fallback.static_files.paths import InvalidTarget, Located, inside, locate
 from flyway_fallback.static_files.validators import (
     Unsatisfiable,
     byte_ranges,
@@ -89,10 +90,15 @@ class StaticFallback:
             return page(status, request, close=True)
         if request.can_read_body:
             await request.release()  # nginx discards an unused body and keeps the connection
-        located = locate(self.root, request.raw_path)
+        try:
+            located = locate(self.root, request.raw_path)
+        except InvalidTarget:  # a bad escape, a NUL, ".." above the root
+            return page(400, request, close=True)
         if located is None or located.stat is None:
             return page(404, request)
         st = located.stat
+        if located.slash and not stat.S_ISDIR(st.st_mode):
+            return page(404, request)  # nginx: "/small.txt/" is no file (ENOTDIR)
         if request.method not in ("GET", "HEAD", "POST"):
             return page(405, request)  # nginx looks for the file first (try_files)
         if stat.S_ISDIR(st.st_mode):

@@ -1,15 +1,18 @@
 """Where a request target points under the root, or nowhere: nothing outside the root, ever.
 
-The target is decoded once, as nginx does (``%XX``), from the bytes the client
-sent; then refused (None, a 404) when it holds a NUL, a backslash, an encoded
-slash or backslash (``%2F``, ``%5C``), a ``.`` or ``..`` segment (also encoded,
-``%2e%2e``, or encoded twice, ``%252e%252e``), or bytes that are not strict
-UTF-8 (overlong forms such as ``%c0%ae`` included). Empty segments merge, as
-nginx's ``merge_slashes`` does, so ``//etc/passwd`` is ``etc/passwd`` under the
-root. Last, the path is walked from the root one segment at a time (``lstat``):
-a segment that is a symlink is resolved and must still lie under the root's own
-resolved path, else the target is refused like a missing file. A path without
-links costs one ``lstat`` per segment, and the last one is the file's ``stat``.
+The target is read as nginx's ``ngx_http_parse_complex_uri`` reads it: ``%XX``
+decoded once, from the bytes the client sent (a ``%`` not followed by two hex
+digits, ``%u002e`` included, is invalid: ``InvalidTarget``, nginx's 400), a
+``#`` ends it, a NUL (``%00``) is invalid; then ``/`` (``%2F`` too) separates
+segments, empty ones merge (``merge_slashes``: ``//etc/passwd`` is ``etc/passwd``
+under the root), ``.`` segments go and ``..`` takes the one before it off, and
+one that would climb above the root is invalid. The path that is left is refused
+(None, a 404) when it holds a backslash or bytes that are not strict UTF-8
+(overlong forms such as ``%c0%ae`` included). Last, the path is walked from the
+root one segment at a time (``lstat``): a segment that is a symlink is resolved
+and must still lie under the root's own resolved path, else the target is refused
+like a missing file. A path without links costs one ``lstat`` per segment, and the
+last one is the file's ``stat``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from urllib.parse import unquote, unquote_to_bytes
 
-__all__ = ["Located", "inside", "locate"]
+__all__ = ["InvalidTarget", "Located", "inside", "locate"]
 
-_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?]*")
 # a path of letters, digits, "-", "_", "~" and single dots inside names: taken as it is
 _PLAIN = re.compile(r"^(?:/[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*)+/?$|^/$")
@@ -54,30 +55,64 @@ def inside(base: str, path: str) -> tuple[str, os.stat_result] | None:
     return path, st
 
 
+class InvalidTarget(ValueError):
+    """A target nginx answers with 400 (and a close): a bad ``%`` escape, a NUL, too many ``..``."""
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _unescaped(raw: bytes) -> bytes:
+    """``raw`` with its ``%XX`` decoded, up to a ``#``; ``InvalidTarget`` for a bad escape."""
+    out = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        byte = raw[i]
+        if byte == 0x25:  # "%"
+            pair = raw[i + 1 : i + 3]
+            if len(pair) < 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+                raise InvalidTarget(raw)
+            out.append(int(pair, 16))
+            i += 3
+            continue
+        if byte == 0x23:  # "#": nginx ends the path there
+            break
+        out.append(byte)
+        i += 1
+    if 0 in out:
+        raise InvalidTarget(raw)
+    return bytes(out)
+
+
 def _decoded(raw: str) -> tuple[str, list[str]] | None:
-    """The decoded path and its segments, or None when it must be refused."""
+    """The decoded, normalised path and its segments, or None when it must be refused."""
     raw = _ABSOLUTE.sub("", raw, count=1) or "/"  # absolute-form: its path only
-    if not raw.startswith("/") or _ENCODED_SEPARATOR.search(raw):
+    if not raw.startswith("/"):
         return None
-    decoded = unquote_to_bytes(raw.encode("utf-8", "surrogateescape"))
-    if b"\0" in decoded or b"\\" in decoded:
+    parts = _unescaped(raw.encode("utf-8", "surrogateescape")).split(b"/")
+    segments: list[bytes] = []
+    for part in parts:
+        if part == b"..":
+            if not segments:
+                raise InvalidTarget(raw)
+            segments.pop()
+        elif part not in (b"", b"."):
+            segments.append(part)
+    slash = parts[-1] in (b"", b".", b"..")
+    joined = b"/" + b"/".join(segments) + (b"/" if slash and segments else b"")
+    if b"\\" in joined:
         return None
     try:
-        uri = decoded.decode("utf-8")  # strict: overlong forms and surrogates are refused
+        uri = joined.decode("utf-8")  # strict: overlong forms and surrogates are refused
     except UnicodeDecodeError:
         return None
-    segments = [s for s in uri.split("/") if s]
-    for segment in segments:
-        twice = unquote(segment, errors="strict") if "%" in segment else segment
-        if segment in (".", "..") or twice in (".", "..") or "/" in twice or "\\" in twice:
-            return None
-        if "\0" in twice:
-            return None
-    return uri, segments
+    return uri, [segment.decode("utf-8") for segment in segments]
 
 
 def locate(root: str, target: str) -> Located | None:
     """Map a request target (``request.raw_path``) to a path under ``root``; None: 404.
+
+    Raises ``InvalidTarget`` for what nginx answers with 400.
 
     ``root`` must be resolved already (``os.path.realpath``).
     """

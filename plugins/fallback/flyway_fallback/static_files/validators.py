@@ -48,11 +48,12 @@ def byte_ranges(
 ) -> list[tuple[int, int]] | None:
     """The satisfiable ranges, as (start, end inclusive), in the request's order.
 
-    None: send it whole (no ``Range``, an ``If-Range`` that does not match, a ``Range``
-    nginx does not parse). Raises ``Unsatisfiable`` when no range fits the file.
+    None: send it whole (no ``Range``, one not of ``bytes``, an ``If-Range`` that does
+    not match). Raises ``Unsatisfiable`` when no range fits the file, and for a
+    ``bytes=`` range nginx cannot parse (``bytes=abc``, a trailing comma), as nginx.
     """
     header = request.headers.get("Range", "")
-    if not header.startswith("bytes="):
+    if len(header) < 7 or header[:6].lower() != "bytes=":
         return None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range != etag and if_range != http_date(mtime):
@@ -61,9 +62,9 @@ def byte_ranges(
     for part in header[6:].split(","):
         first, dash, last = part.strip().partition("-")
         if not dash or not (first.isdigit() or (not first and last.isdigit())):
-            return None
+            raise Unsatisfiable
         if last and not last.isdigit():
-            return None
+            raise Unsatisfiable
         if not first:
             start, end = max(size - int(last), 0), size - 1
         else:
