@@ -318,3 +318,29 @@ def test_a_bad_spec_is_a_config_error() -> None:
         reverse_proxy.fallback_for("http://127.0.0.1:1/?a=b", Settings())
     assert reverse_proxy.fallback_for("/var/www", Settings()) is None
     assert reverse_proxy.fallback_for(None, Settings()) is None
+
+
+async def test_an_expect_100_continue_behind_another_request_gets_its_100_and_answer(
+    upstream: Upstream,
+) -> None:
+    """Behind another request on the connection (a review's deadlock: nobody sent the
+    100, the client waiting for it never sent the body the site reads): the request
+    is the connection's last parsed one, so it goes to the site whole, which sends
+    its 100 itself."""
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound.port)
+        try:
+            writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + head)
+            async with asyncio.timeout(3):
+                got = b""
+                while b"100 Continue" not in got:
+                    got += await reader.read(1 << 16) or b"!"
+                    assert not got.endswith(b"!"), got
+                writer.write(b"hello")
+                while got.count(b"seen") < 2:
+                    got += await reader.read(1 << 16)
+        finally:
+            writer.close()
+    assert got.index(b"HTTP/1.1 200") < got.index(b"HTTP/1.1 100 Continue")
+    assert upstream.seen[1]["sha"] == hashlib.sha256(b"hello").hexdigest()
