@@ -3,10 +3,11 @@
 The same flyway server as every column; between it and the client runs
 ``tests/intermediaries/lossy_udp.py`` in a process of its own, dropping 5% of the datagrams
 and delaying each by 30 ms, each way. The relay writes what it saw (datagrams and bytes per
-direction, before loss) to a file; ``wire()`` reads it, so each workload's result carries
-what crossed the link (``wire``), from which the targets estimate the retransmitted share.
-The client asks for FEC 10+3 (``--kcp-fec``, also the default) so the estimate knows what
-share of the datagrams is parity.
+direction, before loss) to a file, and the two KCP endpoints what they sent again
+(``FLYWAY_KCP_STATS``: the client's resends are the upload's, the server's the download's);
+``wire()`` asks all three, so each workload's result carries what crossed the link
+(``wire``) and the bytes resent, which the retransmit target takes as they are.
+The client asks for FEC 10+3 (``--kcp-fec``, also the default).
 Round trips take 64 ms here, so the latency rows take a twentieth of the plan's samples.
 """
 
@@ -32,7 +33,6 @@ __all__ = [
     "FEC",
     "LOSS",
     "ONE_WAY_DELAY",
-    "SEAL_AND_HEADER",
     "LossyKcpTunnel",
     "overhead",
     "retransmitted",
@@ -43,20 +43,17 @@ ONE_WAY_DELAY = 0.030  # seconds
 SEED = 13
 RELAY = ROOT / "tests" / "intermediaries" / "lossy_udp.py"
 FEC = (10, 3)  # data and parity datagrams per group, asked for by the client
-SEAL_AND_HEADER = 32 + 24 + 7  # per datagram: the seal, one KCP segment header, the FEC header
+STATS_VARIABLE = "FLYWAY_KCP_STATS"  # flyway_kcp.stats: where the endpoints write their counters
 
 
-def retransmitted(wire: dict[str, int], direction: str, payload: int) -> float:
-    """The share of ``payload`` sent again (an estimate from the relay's counters).
+def retransmitted(wire: dict[str, int], direction: str, payload: int) -> float | None:
+    """The share of ``payload`` that was sent again, as the sending endpoint counted it.
 
-    The data datagrams of a bulk transfer are full, and parity datagrams are as long as the
-    longest in their group, so a ``k / (k + m)`` share of the datagrams and bytes is data;
-    less one set of headers per data datagram and the payload, the rest was sent again.
+    KCP's output counts each data segment it sends again (a timeout or a fast resend) and its
+    bytes; None if the endpoint kept no counters.
     """
-    k, m = FEC
-    data = k / (k + m)
-    sent = data * (wire[f"{direction}_bytes"] - wire[f"{direction}_datagrams"] * SEAL_AND_HEADER)
-    return (sent - payload) / payload
+    resent = wire.get(f"{direction}_resent_bytes")
+    return None if resent is None else resent / payload
 
 
 def overhead(wire: dict[str, int], direction: str, payload: int) -> float:
@@ -90,9 +87,10 @@ class LossyKcpTunnel(Tunnel):
         password = secrets.token_urlsafe(12)
         server_port, *local = free_ports(1 + len(TARGETS))
         window = ["-W", str(self.window)] if self.window else []
+        self.stats = Path(tempfile.mkdtemp(prefix="flyway-bench-")) / "relay.json"
+        self.env_extra = {**self.env_extra, STATS_VARIABLE: str(self.stats.parent)}
         if not await self._start_server(server_port, password, window):
             return False
-        self.stats = Path(tempfile.mkdtemp(prefix="flyway-bench-")) / "relay.json"
         delay = ["--loss", str(LOSS), "--delay", str(ONE_WAY_DELAY), "--seed", str(SEED)]
         self.relay = self._popen(
             [
@@ -153,26 +151,48 @@ class LossyKcpTunnel(Tunnel):
         return None
 
     def wire(self) -> dict[str, int]:
-        """The relay's counters now: it is signalled, and answers within milliseconds."""
+        """The counters now: relay and endpoints are signalled, and answer within milliseconds."""
         if self.stats is None or self.relay is None or self.relay.poll() is not None:
             return {}
         self._asked += 1
         self.relay.send_signal(signal.SIGUSR1)
+        # The server's resends are the download's, the client's the upload's.
+        endpoints = [
+            (direction, role, process, self.stats.parent / f"kcp-{process.pid}.json")
+            for direction, role, process in (
+                ("down", "server", self.server),
+                ("up", "client", self.client),
+            )
+            if process is not None and process.poll() is None
+        ]
+        for _, _, process, _ in endpoints:
+            process.send_signal(signal.SIGUSR1)
+        relay = self._answer(self.stats)
+        if not relay:
+            return {}
+        counts = {
+            f"{direction}_{key}": relay[direction][key]
+            for direction in ("up", "down")
+            for key in ("datagrams", "bytes", "lost")
+        }
+        for direction, role, _, path in endpoints:
+            mine = self._answer(path).get(role, {})
+            for key in ("resent_segments", "resent_bytes"):
+                if key in mine:
+                    counts[f"{direction}_{key}"] = mine[key]
+        return counts
+
+    def _answer(self, path: Path) -> dict[str, Any]:
+        """What a signalled process wrote to ``path`` for this ask, or {} after 2 s."""
         deadline = time.monotonic() + 2
         tallies: dict[str, Any] = {}
         while time.monotonic() < deadline:  # a blocking wait, between measurements only
             with contextlib.suppress(OSError, ValueError):
-                tallies = json.loads(self.stats.read_text())
+                tallies = json.loads(path.read_text())
                 if tallies.get("asked", 0) >= self._asked:
-                    break
+                    return tallies
             time.sleep(0.002)
-        if not tallies:
-            return {}
-        return {
-            f"{direction}_{key}": tallies[direction][key]
-            for direction in ("up", "down")
-            for key in ("datagrams", "bytes", "lost")
-        }
+        return {}
 
     def alive(self) -> str:
         dead = super().alive()
