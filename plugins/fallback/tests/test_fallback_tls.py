@@ -87,3 +87,15 @@ async def test_the_site_answers_inside_tls(
         got = await _over_tls(bound.port, data)
     (response,) = got.responses
     assert response.status == 200 and b"Welcome" in response.body
+
+
+async def test_a_directorys_301_names_https(
+    certificate: tuple[Path, Path], site_root: Path
+) -> None:
+    cert, key = certificate
+    context = server_ssl(Settings(options={"cert": str(cert), "key": str(key)}))
+    async with door(str(site_root), ssl_context=context) as (_, bound):
+        got = await _over_tls(bound.port, b"GET /docs HTTP/1.1\r\nHost: x:8443\r\n\r\n")
+    (response,) = got.responses
+    assert response.status == 301
+    assert dict(response.headers)["Location"] == f"https://x:{bound.port}/docs/"

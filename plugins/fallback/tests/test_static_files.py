@@ -54,6 +54,7 @@ STATIC_PROBES = (
         _probe("GET /1k.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-"),
         _probe("HEAD /1k.bin HTTP/1.1\r\nHost: x"),
         _probe("GET /small.txt HTTP/1.0"),
+        _probe("GET /docs HTTP/1.0"),  # no Host: nginx's 301 names the address the client reached
         _probe("GET /docs?a=1 HTTP/1.1\r\nHost: x"),
         _probe("POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0"),
         Probe(

@@ -127,13 +127,23 @@ class StaticFallback:
 
 
 def _redirect(request: web.Request, located: Located) -> web.StreamResponse:
-    """nginx's 301 to the directory's slash form (``absolute_redirect``, ``port_in_redirect``)."""
-    host = request.headers.get("Host", "").rsplit(":", 1)[0] if request.host else ""
+    """nginx's 301 to the directory's slash form (``absolute_redirect``, ``port_in_redirect``).
+
+    The scheme is the connection's (``https`` with ``--cert``), the host the request's
+    ``Host`` without its port, else the local address the client reached; the port is
+    the server's, left out when it is the scheme's default.
+    """
+    secure = request.transport is not None and request.transport.get_extra_info("sslcontext")
+    scheme, default = ("https", 443) if secure else ("http", 80)
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    port = sockname[1] if sockname else 80
+    host = request.headers.get("Host", "") if request.host else ""
+    host = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    if not host and sockname:
+        host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+    port = sockname[1] if sockname else default
     where = request.raw_path.partition("?")[0]
     where = where if where.startswith("/") else located.uri
-    location = f"http://{host or 'localhost'}{'' if port == 80 else f':{port}'}{where}/"
+    location = f"{scheme}://{host or 'localhost'}{'' if port == default else f':{port}'}{where}/"
     if located.query:
         location += "?" + located.query
     body = b"" if request.method == "HEAD" else page_body(301)
