@@ -39,6 +39,7 @@ __all__ = ["ClientTunnel"]
 
 log = logging.getLogger(__name__)
 DIAL_TIMEOUT = 15.0
+SESSION_WAIT = 10.0  # seconds a new local connection waits for a session to come up
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 STABLE_SECONDS = 5.0  # a session that lasted this long resets the backoff
@@ -64,6 +65,7 @@ class ClientTunnel:
         self._master = derive_master_key(settings.password)
         self._cipher = Cipher.parse(settings.cipher)
         self._session: Session | None = None
+        self._failing = False  # the last dial failed and no session is up since
         self._changed = asyncio.Condition()
 
     @property
@@ -78,14 +80,33 @@ class ClientTunnel:
         assert self._session is not None
         return self._session
 
+    async def _live_session(self) -> Session:
+        """The live session, waiting up to ``SESSION_WAIT`` s for one; else TunnelUnavailable.
+
+        Only a dial still in progress is waited for: once one failed (a wrong password,
+        a server down) connections are refused at once until a session is up again.
+        """
+        try:
+            async with asyncio.timeout(SESSION_WAIT), self._changed:
+                await self._changed.wait_for(lambda: self.session is not None or self._failing)
+        except TimeoutError:
+            pass
+        session = self.session
+        if session is None:
+            raise TunnelUnavailable(f"no tunnel to {self.server} is up")
+        return session
+
     @asynccontextmanager
     async def open_stream(
         self, target: Address, *, origin: str = ""
     ) -> AsyncIterator[TunnelStream]:
-        """Open a stream to ``target`` on the live session; TunnelUnavailable if none is up."""
-        session = self.session
-        if session is None:
-            raise TunnelUnavailable(f"no tunnel to {self.server} is up yet")
+        """Open a stream to ``target`` on the live session (no round trip).
+
+        While a dial is under way (the first, or a reconnect) it waits for the session,
+        up to ``SESSION_WAIT`` seconds: a connection made just after the client started
+        should not fail. TunnelUnavailable once a dial failed, or after the wait.
+        """
+        session = await self._live_session()
         try:
             stream = session.open_stream(target, origin)
         except LocalProtocolError as exc:  # the session closed since we looked
@@ -102,9 +123,7 @@ class ClientTunnel:
         TunnelUnavailable if no session is up, DatagramsUnsupported if the server
         does not speak datagram flows.
         """
-        session = self.session
-        if session is None:
-            raise TunnelUnavailable(f"no tunnel to {self.server} is up yet")
+        session = await self._live_session()
         try:  # the Welcome says whether the server speaks flows
             async with asyncio.timeout(DIAL_TIMEOUT):
                 await session.started.wait()
@@ -128,6 +147,7 @@ class ClientTunnel:
             session, error = await self._connect()
             if session is None:
                 self._emit(DialFailed(str(self.server), error, backoff))
+                await self._failed()
                 backoff = await _pause(backoff)
                 continue
             await self._set_session(session)
@@ -148,6 +168,7 @@ class ClientTunnel:
             if session.closed_by is CloseReason.BUSY:  # full: back off as after a failed dial
                 self._emit(SessionDown(session.id, str(self.server), session.error))
                 self._emit(DialFailed(str(self.server), session.error or "busy", backoff))
+                await self._failed()
             elif session.started.is_set():
                 self._emit(SessionDown(session.id, str(self.server), session.error))
                 if not brief:  # a session that lasted: the next dial may come at once
@@ -157,6 +178,7 @@ class ClientTunnel:
             else:  # the carrier opened, but the server never answered the handshake
                 reason = str(TunnelRefused(str(self.server), session.error or ""))
                 self._emit(DialFailed(str(self.server), reason, backoff))
+                await self._failed()
             backoff = await _pause(backoff)
 
     async def _connect(self) -> tuple[Session | None, str]:
@@ -185,6 +207,14 @@ class ClientTunnel:
     async def _set_session(self, session: Session | None) -> None:
         async with self._changed:
             self._session = session
+            if session is not None:
+                self._failing = False
+            self._changed.notify_all()
+
+    async def _failed(self) -> None:
+        """A dial failed: connections stop waiting for a session until one is up again."""
+        async with self._changed:
+            self._failing = True
             self._changed.notify_all()
 
 

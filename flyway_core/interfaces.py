@@ -212,7 +212,8 @@ class Tunnel(Protocol):
     def open_stream(
         self, target: Address, *, origin: str = ""
     ) -> AbstractAsyncContextManager[Stream]:
-        """Open a stream to ``target`` (no round trip); raise TunnelUnavailable when down."""
+        """Open a stream to ``target`` (no round trip once a session is up; while a dial
+        is under way it waits for it, up to 10 s); TunnelUnavailable when a dial failed."""
 
 
 @runtime_checkable
