@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -132,9 +133,14 @@ def test_a_server_without_password_prints_one_and_the_client_command() -> None:
     port = free_port()
     with flyway([f"127.0.0.1:{port}"], env={"FLYWAY_PASSWORD": ""}) as server:
         wait_port(port)
-        time.sleep(0.3)
+        assert server.stderr is not None
+        fd, raw = server.stderr.fileno(), b""
+        deadline = time.monotonic() + 10  # the panel follows the bind; under load, later
+        while f"127.0.0.1:{port} -p ".encode() not in raw and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                raw += os.read(fd, 65536)
         server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=5)
+        err = raw.decode(errors="replace") + server.communicate(timeout=5)[1]
     assert "(generated)" in err
     assert f"127.0.0.1:{port} -p " in err
 
