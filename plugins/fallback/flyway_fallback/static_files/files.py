@@ -88,8 +88,9 @@ class StaticFallback:
         status = early_status(request)
         if status is not None:
             return page(status, request, close=True)
-        if request.can_read_body:
-            await request.release()  # nginx discards an unused body and keeps the connection
+        # a body is never read: the answer goes at once, then aiohttp discards the body
+        # and keeps the connection (nginx's discard), so a POST whose body comes short or
+        # slowly gets its 405 as from nginx, not silence until the body deadline
         try:
             located = locate(self.root, request.raw_path)
         except InvalidTarget:  # a bad escape, a NUL, ".." above the root
