@@ -59,6 +59,7 @@ class KcpCarrier(Carrier):
         self.output = output
         self.opener = opener  # the server's, for its endpoint; the client's endpoint keeps its own
         self._sndwnd = config.sndwnd
+        self._resume = max(1, config.sndwnd // 8) * self._conversation.mss  # a waiting send's
         self._inbound: list[bytes] = []
         self._inbound_size = 0
         self._inbound_cap = config.rcvwnd * self._conversation.mss
@@ -133,7 +134,7 @@ class KcpCarrier(Carrier):
     def _settle(self, now: int) -> None:
         """After ikcp ran: move received bytes on, open or close the gate, set the timer."""
         self._drain()
-        if self._room() > 0:
+        if self._room() >= self._resume:
             self._writable.set()
         else:
             self._writable.clear()
@@ -185,7 +186,7 @@ class KcpCarrier(Carrier):
         view, start = memoryview(data), 0
         while True:
             room = 0 if self.closed else self._room()
-            while not self.closed and room == 0:
+            while not self.closed and room < min(self._resume, len(data) - start):
                 self._writable.clear()
                 await self._writable.wait()
                 room = self._room()
