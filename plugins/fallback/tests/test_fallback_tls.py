@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fallback_site import door
+from intermediaries.site import run_nginx_site
 
 from flyway_core import Settings
-from flyway_core.testing.probes import Answer
+from flyway_core.testing import free_port
+from flyway_core.testing.probes import Answer, Probe, answer
 from flyway_core.tls import server_ssl
 
 
@@ -99,3 +101,24 @@ async def test_a_directorys_301_names_https(
     (response,) = got.responses
     assert response.status == 301
     assert dict(response.headers)["Location"] == f"https://x:{bound.port}/docs/"
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["as nginx", "--reverse-proxy-verify"])
+async def test_a_self_signed_https_site_is_proxied_unless_verification_is_asked(
+    certificate: tuple[Path, Path], site_root: Path, verify: bool
+) -> None:
+    """nginx does not verify the site's certificate (proxy_ssl_verify off); flyway did,
+    and gave 502 for every page of a self-signed site."""
+    cert, key = certificate
+    tls_port = free_port()
+    extra = f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};"
+    probe = Probe("get", b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    with run_nginx_site(site_root, server_extra=extra):
+        spec = f"https://127.0.0.1:{tls_port}"
+        async with door(spec, reverse_proxy_verify=verify) as (_, bound):
+            got = await answer(bound.port, probe)
+    (response,) = got.responses
+    if verify:
+        assert response.status == 502
+    else:
+        assert response.status == 200 and response.body == b"hello, world\n"

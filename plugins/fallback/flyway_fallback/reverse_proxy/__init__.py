@@ -5,7 +5,9 @@ the client's, the default, or the one in ``-P``), ``--reverse-proxy-timeout S``
 (connect and read, default 60, nginx's), ``--reverse-proxy-connections N``
 (connections to the site at once, default 8; more requests wait, ``timeout`` at
 most, then get a 504), ``--reverse-proxy-send-timeout S`` (a client that takes
-nothing of its answer this long is closed, default 60, nginx's). See
+nothing of its answer this long is closed, default 60, nginx's),
+``--reverse-proxy-verify`` (verify an ``https://`` site's certificate against the
+system's CAs; off by default, as nginx's ``proxy_ssl_verify``). See
 ``proxy.py`` for how it works.
 """
 
@@ -72,6 +74,13 @@ def add_options() -> list[click.Option]:
             help="Server, -P http://: close a client that takes nothing of its answer this long "
             "(nginx's send_timeout), which frees its connection to the site.",
         ),
+        click.Option(
+            ["--reverse-proxy-verify"],
+            is_flag=True,
+            default=False,
+            help="Server, -P https://: verify the site's certificate against the system's CAs "
+            "(off by default, as nginx's proxy_ssl_verify: a self-signed site works).",
+        ),
     ]
 
 
@@ -85,6 +94,7 @@ def fallback_for(spec: str | None, settings: Settings) -> ReverseProxyFallback |
         timeout=float(settings.option("reverse_proxy_timeout", 60.0)),
         connections=int(settings.option("reverse_proxy_connections", POOL_SIZE)),
         send_timeout=float(settings.option("reverse_proxy_send_timeout", SEND_TIMEOUT)),
+        verify=bool(settings.option("reverse_proxy_verify", False)),
     )
     _MADE.add(fallback)
     return fallback

@@ -29,6 +29,9 @@ answer within ``timeout`` (nginx's ``proxy_connect_timeout`` and
 fails mid-answer has the client connection closed, as nginx does; so has a client
 that takes nothing of the answer for ``send_timeout`` (nginx's ``send_timeout``,
 60 s, between two writes), which frees its upstream connection for the next.
+An ``https://`` site's certificate is not verified (nginx's ``proxy_ssl_verify
+off``: a self-signed site works) unless ``verify`` (``--reverse-proxy-verify``:
+against the system's CAs, and the name in ``-P``).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class ReverseProxyFallback:
         timeout: float = 60.0,
         connections: int = POOL_SIZE,
         send_timeout: float = SEND_TIMEOUT,
+        verify: bool = False,
     ) -> None:
         self.upstream = upstream
         self.send_timeout = send_timeout
@@ -105,7 +109,7 @@ class ReverseProxyFallback:
         self.splices = 0  # connections handed over whole, open now
         self._connector: aiohttp.TCPConnector | None = None
         self._sessions: dict[HttpVersion, aiohttp.ClientSession] = {}
-        self._ssl: ssl.SSLContext | bool = ssl.create_default_context() if upstream.tls else False
+        self._ssl: ssl.SSLContext | bool = _client_ssl(verify) if upstream.tls else False
 
     def __str__(self) -> str:
         return f"reverse proxy to {self.upstream}"
@@ -240,6 +244,15 @@ class ReverseProxyFallback:
 
     def _spliced(self) -> None:
         self.splices -= 1
+
+
+def _client_ssl(verify: bool) -> ssl.SSLContext:
+    """TLS to an ``https://`` site: unverified unless asked, as nginx (``proxy_ssl_verify off``)."""
+    context = ssl.create_default_context()  # the system's CAs
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _expects(request: web.BaseRequest) -> bool:
