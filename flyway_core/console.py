@@ -135,7 +135,7 @@ class ConsoleReporter:
             case TunnelRejected(peer, reason):
                 self._rejected += 1
                 if self.verbosity >= 2:
-                    self._line("yellow", f"turned away {peer}: {reason} (served the fallback)")
+                    self._line("yellow", f"turned away {peer}: {reason}")
             case NotTunnelTraffic(peer, reason):
                 self._not_tunnel += 1
                 if self.verbosity >= 2:
