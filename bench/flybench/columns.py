@@ -74,7 +74,8 @@ DEFAULT_TRANSPORTS = [c.name for c in COLUMNS.values() if c.default]
 def transport_help() -> str:
     """The ``--transport`` help: the default columns, then what each column's client gets."""
     each = ", ".join(f"{c.name}={c.how}" for c in COLUMNS.values())
-    return f"column to measure (repeatable; default: {' '.join(DEFAULT_TRANSPORTS)}): {each}"
+    text = f"column to measure (repeatable; default: {' '.join(DEFAULT_TRANSPORTS)}): {each}"
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def build_columns(
