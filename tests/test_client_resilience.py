@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
 
-from flyway_core import Address, FlywayError, ServerURL, Settings
-from flyway_core.client import ClientTunnel
-from flyway_core.memory import MemoryTransport
-from flyway_core.plugins import Plugins, make_plugin_manager
+from flyway_core import Address, FlywayError, Settings
 from flyway_core.protocol import DataReceived
-from flyway_core.server import FlywayServer
 from flyway_core.session import Session
 from flyway_core.testing import joined_tunnel
 from flyway_core.testing.pairs import wait_for
@@ -48,26 +43,9 @@ async def test_a_bug_in_one_session_does_not_stop_the_tunnel(
 async def test_a_connection_made_before_the_session_is_up_waits_for_it(
     echo_server: Address,
 ) -> None:
-    settings = Settings(password="pw")
-    plugins = Plugins(make_plugin_manager(entry_points=False))
-    door = FlywayServer(
-        Address("127.0.0.1", 0),
-        settings,
-        transports={},
-        fallback=plugins.fallback(None, settings),
-        dialer_for=lambda target: plugins.dialer(target, settings),
-        emit=plugins.emit,
-    )
-    tunnel = ClientTunnel(
-        ServerURL("http", "memory", 0), MemoryTransport(door), settings, emit=plugins.emit
-    )
-    running = asyncio.create_task(tunnel.run())
-    try:
+    async with joined_tunnel(Settings(password="pw"), wait_ready=False) as tunnel:
         assert tunnel.session is None  # the dial has not even begun
         async with tunnel.open_stream(echo_server) as stream:
             await stream.write(b"early")
             stream.end()
             assert await stream.read() == b"early"
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)

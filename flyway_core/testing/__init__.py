@@ -120,9 +120,10 @@ async def echo_server() -> AsyncIterator[Address]:
 
 @contextlib.asynccontextmanager
 async def joined_tunnel(
-    settings: Settings, plugins: Plugins | None = None
+    settings: Settings, plugins: Plugins | None = None, *, wait_ready: bool = True
 ) -> AsyncIterator[ClientTunnel]:
-    """Yield a ready client tunnel joined in memory to a server front door."""
+    """Yield a client tunnel joined in memory to a server front door (ready, unless
+    ``wait_ready`` is False: then its first dial may not even have begun)."""
     plugins = plugins or Plugins(make_plugin_manager(entry_points=False))
     door = FlywayServer(
         Address("127.0.0.1", 0),
@@ -137,8 +138,9 @@ async def joined_tunnel(
     )
     task = asyncio.get_running_loop().create_task(tunnel.run())
     try:
-        async with asyncio.timeout(5):
-            await tunnel.wait_ready()
+        if wait_ready:
+            async with asyncio.timeout(5):
+                await tunnel.wait_ready()
         yield tunnel
     finally:
         task.cancel()
