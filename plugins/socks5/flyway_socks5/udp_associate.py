@@ -161,8 +161,8 @@ async def associate(
                 await client.refuse(failure(reason))
                 return
             try:
-                endpoint = await open_udp(
-                    local[0], 0, association.from_client, on_error=association.send_error
+                endpoint = await open_udp(  # an IPv4-mapped local address: bind its IPv4
+                    _plain_ip(local[0]), 0, association.from_client, on_error=association.send_error
                 )
             except OSError as exc:
                 log.debug("%s UDP: cannot bind a relay socket: %s", client.origin, exc)
