@@ -152,10 +152,12 @@ class DoorProtocol(web.RequestHandler):
         if self.transport is None or self._held is not None:
             return
         waiter = self._waiter  # aiohttp's: set while its loop waits for the next request
-        if waiter is not None and not waiter.done() and not self._messages:
-            self.force_close()  # the transport sends what it holds, then its FIN
-        else:
+        if self._messages:  # pipelined requests wait their turn: look again after a while
             self.guard.loop.call_later(_EOF_POLL, self._close_when_idle)
+        elif waiter is not None and not waiter.done():
+            self.force_close()  # idle: the transport sends what it holds, then its FIN
+        else:
+            self.close()  # the request in hand is the last: aiohttp closes right after it
 
     def data_received(self, data: bytes) -> None:
         if self._held is not None:  # a hand-over is under way: keep it for the pipe
