@@ -21,7 +21,15 @@ from multidict import CIMultiDict
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["SERVER", "ClosingPage", "expect_continue", "page", "page_body", "stamp_headers"]
+__all__ = [
+    "SERVER",
+    "ClosingPage",
+    "accepts_gzip",
+    "expect_continue",
+    "page",
+    "page_body",
+    "stamp_headers",
+]
 
 SERVER = "nginx/1.22.1"  # Debian 12's nginx; keep in step with _TAIL
 
@@ -81,7 +89,7 @@ def page(status: int, request: web.BaseRequest, *, close: bool = False) -> web.S
         return ClosingPage(status, body, keep_alive=not close and request.keep_alive)
     code = 400 if status == HEADER_TOO_LARGE else status
     headers = {"Server": SERVER, "Content-Type": "text/html"}
-    gzip = code in _GZIPPED and request.method != "HEAD" and _accepts_gzip(request)
+    gzip = code in _GZIPPED and request.method != "HEAD" and accepts_gzip(request)
     if gzip:  # nginx's gzip filter at its stock level 1: the same bytes, chunked
         deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
         body = deflate.compress(body) + deflate.flush()
@@ -92,7 +100,7 @@ def page(status: int, request: web.BaseRequest, *, close: bool = False) -> web.S
     return response
 
 
-def _accepts_gzip(request: web.BaseRequest) -> bool:
+def accepts_gzip(request: web.BaseRequest) -> bool:
     """As nginx reads ``Accept-Encoding`` (HTTP/1.1 and up; ``gzip;q=0`` refuses)."""
     if request.version < (1, 1):
         return False

@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flyway_core.frontdoor_pages import REASONS, page, page_body
+from flyway_core.frontdoor_pages import REASONS, accepts_gzip, page, page_body
 from flyway_fallback.static_files.answer import FileRegion, GzippedFile, HeadAnswer
 from flyway_fallback.static_files.cache import SmallFiles
 from flyway_fallback.static_files.listing import listing
@@ -265,14 +265,7 @@ def _file_whole(
 
 
 def _gzip_wanted(request: web.Request) -> bool:
-    if request.version < (1, 1) or request.method == "HEAD":
-        return False
-    for coding in request.headers.get("Accept-Encoding", "").lower().split(","):
-        name, _, params = coding.partition(";")
-        if name.strip() in ("gzip", "x-gzip"):
-            q = params.replace(" ", "").removeprefix("q=")
-            return not (params and q.strip("0.") == "" and q[:1] == "0")
-    return False
+    return request.method != "HEAD" and accepts_gzip(request)
 
 
 def _maybe_gzipped(
