@@ -171,9 +171,8 @@ class Session:
         if self._flows.pop(flow.stream_id, None) is None:
             return
         flow.close()
-        if not self._done and self._conn.has_stream(flow.stream_id):  # ended by the peer's End:
-            self._conn.reset_stream(flow.stream_id, ResetReason.CANCELLED, "flow over")  # forget it
-            self._wake.set()
+        # A flow the peer ended (End) is over for us but still open in the protocol: forget it.
+        self.reset_stream(flow.stream_id, ResetReason.CANCELLED, "flow over")
         self.stats.streams -= 1
         log.debug(
             "%s flow %d over: %d datagrams sent, %d received, %d dropped",
