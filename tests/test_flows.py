@@ -28,6 +28,7 @@ from flyway_core.settings import ServerLimits, Settings
 from flyway_core.stats import Stats
 from flyway_core.testing import joined_tunnel
 from flyway_core.testing.pairs import wait_for
+from flyway_core.testing.ports import udp_port_free
 from flyway_core.testing.udp import UdpEcho, udp_echo
 
 pytestmark = pytest.mark.asyncio
@@ -210,16 +211,7 @@ async def test_a_flow_that_ends_closes_its_sockets_and_frees_its_slot(echo: UdpE
         relays = set(echo.sources)
         assert len(relays) == 3  # each flow had a socket of its own
         for _, port in relays:  # and each was closed with its flow: the port is free again
-            await wait_for(lambda port=port: _can_bind(port))  # type: ignore[misc]
-
-
-def _can_bind(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+            await wait_for(lambda port=port: udp_port_free(port, "0.0.0.0"))  # type: ignore[misc]
 
 
 async def test_one_flow_too_many_is_refused_as_busy() -> None:

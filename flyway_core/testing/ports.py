@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import time
 
-__all__ = ["free_port", "wait_port", "wait_port_on"]
+__all__ = ["free_port", "udp_port_free", "wait_port", "wait_port_on"]
 
 
 def free_port() -> int:
@@ -16,6 +16,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def udp_port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Say whether a UDP socket could bind ``host`` ``port`` now (nothing holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

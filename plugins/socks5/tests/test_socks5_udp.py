@@ -32,6 +32,7 @@ from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
 from flyway_core.testing import free_port, joined_tunnel
 from flyway_core.testing.pairs import wait_for
+from flyway_core.testing.ports import udp_port_free
 from flyway_core.testing.processes import flyway_processes
 from flyway_core.testing.udp import UdpEcho, udp_echo
 from flyway_core.udp import UdpEndpoint, open_udp
@@ -364,17 +365,8 @@ async def test_the_association_ends_with_its_control_connection(
         assert session is not None and session.open_streams == 1  # the flow
         writer.close()
         await wait_for(lambda: session.open_streams == 0)
-        await wait_for(lambda: _can_bind(relay[1]))  # the relay socket is closed too
+        await wait_for(lambda: udp_port_free(relay[1]))  # the relay socket is closed too
         client.close()
-
-
-def _can_bind(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def test_a_server_without_datagram_flows_answers_command_not_supported(
