@@ -11,6 +11,7 @@ than noise. docs/fallback.md lists what can still tell them apart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import statistics
@@ -20,11 +21,12 @@ from collections.abc import AsyncIterator
 import pytest
 from fallback_compare import SITE_PROBES, comparable, median_ms, same_answers, timed
 from fallback_site import PASSWORD, door
+from flyway_procs import flyway
 from intermediaries.recording_relay import RecordingRelay
 
 from flyway_core import ServerURL, Settings
 from flyway_core.protocol import ClientConnection, derive_master_key
-from flyway_core.testing import EchoServer, forwarding, hashed_exchange
+from flyway_core.testing import EchoServer, forwarding, free_port, hashed_exchange, wait_port
 from flyway_core.testing.probes import PROBES, Answer, Probe
 
 TIMED = ["GET /", "missing path", "64 random bytes", "POST of random bytes", "HTTP/1.0"]
@@ -108,30 +110,36 @@ def _spread_ms(samples: list[float]) -> float:
     return (quartiles[2] - quartiles[0]) * 1000
 
 
-async def test_the_median_of_200_tries_is_the_sites_within_noise(
-    proxied: int, nginx_site: int
-) -> None:
-    """Interleaved tries, each a new connection; the proxy's cost must stay within 1 ms
-    (or either series' own spread, its interquartile range, if that is larger: a
-    difference inside it is no difference a prober can see) of the site alone on loopback.
+async def test_the_median_of_200_tries_is_the_sites_within_noise(nginx_site: int) -> None:
+    """Interleaved tries, each a new connection, to the real ``flyway`` command (its own
+    process, uvloop when installed, as users run it) and to the site alone; the proxy's
+    cost must stay within 1 ms (or either series' own spread, its interquartile range,
+    if that is larger: a difference inside it is no difference a prober can see).
 
     Other processes on the machine can slow one series more than the other: a probe
     gets up to five series, and the test fails only when none is within noise.
     """
     probes = {p.name: p for p in PROBES}
     report = []
-    for name in TIMED:
-        for attempt in range(5):
-            ours, theirs = [], []
-            for _ in range(200):
-                ours.append(await timed(proxied, probes[name]))
-                theirs.append(await timed(nginx_site, probes[name]))
-            noise = max(1.0, _spread_ms(theirs), _spread_ms(ours))
-            extra = median_ms(ours) - median_ms(theirs)
-            report.append(f"{name}: +{extra:.2f} ms (noise {noise:.2f} ms, series {attempt})")
-            if extra <= noise:
-                break
-        assert extra <= noise, report
+    port = free_port()
+    with flyway(
+        [f"127.0.0.1:{port}", "-p", PASSWORD, "-q", "-P", f"http://127.0.0.1:{nginx_site}"]
+    ):
+        await asyncio.to_thread(wait_port, port)
+        for name in TIMED:
+            for _ in range(20):  # the door's first answers (imports, the pool) are not timed
+                await timed(port, probes[name])
+            for attempt in range(5):
+                ours, theirs = [], []
+                for _ in range(200):
+                    ours.append(await timed(port, probes[name]))
+                    theirs.append(await timed(nginx_site, probes[name]))
+                noise = max(1.0, _spread_ms(theirs), _spread_ms(ours))
+                extra = median_ms(ours) - median_ms(theirs)
+                report.append(f"{name}: +{extra:.2f} ms (noise {noise:.2f} ms, series {attempt})")
+                if extra <= noise:
+                    break
+            assert extra <= noise, report
     print("; ".join(report))
 
 
