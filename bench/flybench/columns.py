@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hops import Intermediaries
-from .lossy import LossyKcpTunnel
+from .lossy import LossyKcpNoFecTunnel, LossyKcpTunnel
 from .processes import Tunnel
 from .relays import BARE, BARE_MODES, BARE_WS, BareRelay, BareWebSocketRelay
 from .socks import Socks5Tunnel
@@ -61,6 +61,13 @@ COLUMNS: dict[str, Column] = {
             ("-K",),
             "-K via a lossy UDP relay (5% loss, 30 ms each way)",
             kind=LossyKcpTunnel,
+        ),
+        Column(
+            "kcp-lossy-nofec",
+            "kcp",
+            ("-K",),
+            "kcp-lossy with --kcp-fec off",
+            kind=LossyKcpNoFecTunnel,
         ),
         # -D instead of -L, over ws: compare with the ws column of the same run.
         Column(

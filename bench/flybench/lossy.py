@@ -7,8 +7,10 @@ direction, before loss) to a file, and the two KCP endpoints what they sent agai
 (``FLYWAY_KCP_STATS``: the client's resends are the upload's, the server's the download's);
 ``wire()`` asks all three, so each workload's result carries what crossed the link
 (``wire``) and the bytes resent, which the retransmit target takes as they are.
-The client asks for FEC 10+3 (``--kcp-fec``, also the default).
-Round trips take 64 ms here, so the latency rows take a twentieth of the plan's samples.
+The client asks for FEC 10+3 (``--kcp-fec``, also the default); the ``kcp-lossy-nofec``
+column (``LossyKcpNoFecTunnel``) is the same link with ``--kcp-fec off``, so one run measures
+FEC both ways. Round trips take 64 ms here, so the latency rows take a twentieth of the
+plan's samples.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "FEC",
     "LOSS",
     "ONE_WAY_DELAY",
+    "LossyKcpNoFecTunnel",
     "LossyKcpTunnel",
     "overhead",
     "retransmitted",
@@ -74,6 +77,7 @@ class LossyKcpTunnel(Tunnel):
         "parallel",
     )
     latency_share: ClassVar[float] = 0.05
+    fec: ClassVar[str] = ",".join(map(str, FEC))  # the client's --kcp-fec
     relay: subprocess.Popen[bytes] | None = None
     stats: Path | None = None
     _asked: int = 0
@@ -118,7 +122,7 @@ class LossyKcpTunnel(Tunnel):
             [
                 *self.client_flags,
                 "--kcp-fec",
-                ",".join(map(str, FEC)),
+                self.fec,
                 "-q",
                 *window,
                 *rules,
@@ -215,3 +219,10 @@ class LossyKcpTunnel(Tunnel):
         super().kill_now()
         if self.relay is not None and self.relay.poll() is None:
             self.relay.kill()
+
+
+@dataclass
+class LossyKcpNoFecTunnel(LossyKcpTunnel):
+    """The same link and relay seed, the client asking for no FEC (``--kcp-fec off``)."""
+
+    fec: ClassVar[str] = "off"
