@@ -17,19 +17,26 @@ import ipaddress
 import os
 import socket
 import struct
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import socks
+from flyway_socks5 import Socks5Listener
 
-from flyway_core import Address
+from flyway_core import Address, Settings
+from flyway_core.policy import Policy
+from flyway_core.testing import joined_tunnel
 from flyway_core.testing.udp import udp_echo
 
 if TYPE_CHECKING:
     from intermediaries import Child
 
 pytest_plugins = ["intermediaries"]
+StartProxy = Callable[..., Any]  # the start_proxy fixture (conftest.py)
 
 NO_AUTH = b"\x05\x01\x00"
 ANY = ipaddress.IPv4Address("0.0.0.0")
@@ -280,3 +287,199 @@ async def test_a_greeting_of_another_version_is_not_socks_to_either(
     # HTTP proxy (first byte not 4 or 5), so it answers this as a malformed HTTP request.
     assert (dante.method, dante.closed) == (b"", True)
     assert flyway.method == b"HT" and flyway.closed
+
+
+# --- a Dante with rules: a blocked address, and username/password (RFC 1929) -------------
+
+BLOCKED = "127.0.0.2"  # Dante's `socks block` rule; flyway's --deny
+DANTE_RULES = """\
+logoutput: @DIR@/danted.log
+internal: 127.0.0.1 port = @PORT@
+external: 127.0.0.1
+socksmethod: username none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+  from: 127.0.0.0/8 to: 0.0.0.0/0
+}
+socks block {
+  from: 0.0.0.0/0 to: @BLOCKED@/32
+  log: error connect
+}
+socks pass {
+  from: 127.0.0.0/8 to: 0.0.0.0/0
+  command: connect
+  log: error connect
+}
+"""
+# Dante's "username" method checks the system's password database. Its own copy of
+# /etc/passwd and /etc/shadow, with alice added, is bind-mounted over the real ones in
+# a mount namespace of danted's own (unshare --mount): the machine's files stay as
+# they are.
+_IN_OWN_MOUNTS = (
+    "mount --bind {dir}/passwd /etc/passwd && mount --bind {dir}/shadow /etc/shadow && "
+    'exec "$0" "$@"'
+)
+
+
+@pytest.fixture
+def dante_with_rules() -> Iterator[Child]:
+    """danted offering "none" and username/password (alice:s3cret), blocking BLOCKED."""
+    # at run time only: imported with this module, pytest could not rewrite its asserts
+    from intermediaries import binary_or_skip
+    from intermediaries.children import make_workdir, running, spawn
+
+    danted = binary_or_skip("danted")
+    unshare, openssl = binary_or_skip("unshare"), binary_or_skip("openssl")
+    if os.geteuid() != 0:
+        pytest.skip("a user of danted's own needs root (a mount namespace, /etc/shadow)")
+    hashed = subprocess.run(
+        [openssl, "passwd", "-6", "s3cret"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    def start(port: int) -> Child:
+        workdir = make_workdir("dante")
+        passwd = Path("/etc/passwd").read_text().rstrip("\n")
+        shadow = Path("/etc/shadow").read_text().rstrip("\n")
+        (workdir / "passwd").write_text(f"{passwd}\nalice:x:4242:4242::/nonexistent:/bin/false\n")
+        (workdir / "shadow").write_text(f"{shadow}\nalice:{hashed}:19000:0:99999:7:::\n")
+        (workdir / "shadow").chmod(0o600)
+        config = workdir / "danted.conf"
+        rules = {"@DIR@": str(workdir), "@PORT@": str(port), "@BLOCKED@": BLOCKED}
+        text = DANTE_RULES
+        for name, value in rules.items():
+            text = text.replace(name, value)
+        config.write_text(text)
+        script = _IN_OWN_MOUNTS.format(dir=workdir)
+        argv = [unshare, "--mount", "--propagation", "private", "sh", "-c", script, danted]
+        argv += ["-f", str(config), "-p", str(workdir / "danted.pid"), "-N", "1"]
+        return spawn("danted", argv, port, workdir, (workdir / "danted.log",))
+
+    with running(start) as dante:
+        yield dante
+
+
+@contextlib.asynccontextmanager
+async def _flyway_denying(address: str) -> AsyncIterator[Address]:
+    """A -D port whose server has ``--deny address``."""
+    async with joined_tunnel(Settings(password="pw", policy=Policy.parse(deny=[address]))) as t:
+        listener = Socks5Listener(Address("127.0.0.1", 0))
+        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(listener.serve(t, started=bound.set_result))
+        try:
+            yield await asyncio.wait_for(bound, 5)
+        finally:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+
+
+async def test_a_name_that_does_not_resolve_is_host_unreachable_to_both(
+    proxy: Address, dante_with_rules: Child
+) -> None:
+    name = b"no-such-name.invalid"  # one lookup each, answered by the resolver (RFC 6761)
+    request = _connect(1, 3, bytes([len(name)]) + name, 80)
+    flyway, _ = await _exchange(proxy.port, request)
+    dante, _ = await _exchange(dante_with_rules.port, request)
+    assert flyway.rep == dante.rep == 0x04  # host unreachable: RFC 1928 has no "no such name"
+    assert flyway.closed and dante.closed
+    # Dante echoes the name it could not resolve as BND.ADDR (ATYP 3); flyway, as for
+    # every failure, says 0.0.0.0:0.
+    assert dante.reply[3:5] == bytes([3, len(name)]) and name in dante.reply
+    assert flyway.bound == (ANY, 0)
+
+
+async def test_a_blocked_target_is_not_allowed_by_both(
+    echo_server: Address, dante_with_rules: Child
+) -> None:
+    request = _connect(1, 1, socket.inet_aton(BLOCKED), echo_server.port)
+    async with _flyway_denying(BLOCKED) as proxy:
+        flyway, _ = await _exchange(proxy.port, request)
+        allowed, _ = await _exchange(proxy.port, _ipv4(echo_server.port), then=b"ok")
+    dante, _ = await _exchange(dante_with_rules.port, request)
+    d_allowed, _ = await _exchange(dante_with_rules.port, _ipv4(echo_server.port), then=b"ok")
+    assert flyway.rep == dante.rep == 0x02  # connection not allowed by ruleset
+    assert flyway.closed and dante.closed
+    assert allowed.rep == d_allowed.rep == 0x00  # the rule refuses that address only
+    # Dante names the blocked target as BND.ADDR; flyway says 0.0.0.0:0, as for any failure.
+    assert dante.bound[0] == ipaddress.IPv4Address(BLOCKED)
+    assert flyway.bound == (ANY, 0)
+
+
+async def _authenticate(
+    port: int, subnegotiation: bytes, request: bytes, then: bytes = b""
+) -> tuple[bytes, bytes, bytes, bool]:
+    """Offer username/password only, send ``subnegotiation``; then ``request`` if it passed.
+
+    Returns (method choice, sub-negotiation status, reply + echoed ``then``, closed).
+    """
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"\x05\x01\x02")
+            method = await reader.readexactly(2)
+            writer.write(subnegotiation)
+            status = await reader.read(2)
+            answer = b""
+            if status == b"\x01\x00":
+                writer.write(request)
+                answer = await _read_reply(reader)
+                writer.write(then)
+                answer += await reader.readexactly(len(then))
+            closed = False
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(SILENCE if not then else 0.05):
+                    closed = await reader.read(65536) == b""
+            return method, status, answer, closed
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def _userpass(user: bytes, password: bytes, version: int = 1) -> bytes:
+    return bytes([version, len(user)]) + user + bytes([len(password)]) + password
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "status"),
+    [
+        pytest.param(b"alice", b"s3cret", b"\x01\x00", id="right"),
+        pytest.param(b"alice", b"wrong", b"\x01\x01", id="wrong-password"),
+        pytest.param(b"mallory", b"s3cret", b"\x01\x01", id="unknown-user"),
+    ],
+)
+async def test_username_and_password_fare_the_same_with_both(
+    start_proxy: StartProxy,
+    dante_with_rules: Child,
+    echo_server: Address,
+    user: bytes,
+    password: bytes,
+    status: bytes,
+) -> None:
+    proxy = await start_proxy((b"alice", b"s3cret"))
+    sub, request, data = _userpass(user, password), _ipv4(echo_server.port), os.urandom(4096)
+    flyway = await _authenticate(proxy.port, sub, request, data if status[1] == 0 else b"")
+    dante = await _authenticate(
+        dante_with_rules.port, sub, request, data if status[1] == 0 else b""
+    )
+    assert flyway[:2] == dante[:2] == (b"\x05\x02", status)
+    if status == b"\x01\x00":  # granted, and the bytes go through both
+        assert flyway[2][:2] == dante[2][:2] == b"\x05\x00"
+        assert flyway[2][10:] == dante[2][10:] == data
+    else:  # RFC 1929: on failure the server MUST close the connection
+        assert flyway[2] == dante[2] == b""
+        assert flyway[3] and dante[3]
+
+
+async def test_a_subnegotiation_of_another_version_is_01_01_from_flyway_a_bare_close_from_dante(
+    start_proxy: StartProxy, dante_with_rules: Child
+) -> None:
+    proxy = await start_proxy((b"alice", b"s3cret"))
+    sub = _userpass(b"alice", b"s3cret", version=2)
+    flyway = await _authenticate(proxy.port, sub, b"")
+    dante = await _authenticate(dante_with_rules.port, sub, b"")
+    # RFC 1929 defines version 1 only and no answer to another. flyway answers as to wrong
+    # credentials (status 1, then the close); Dante closes without a byte.
+    assert flyway == (b"\x05\x02", b"\x01\x01", b"", True)
+    assert dante == (b"\x05\x02", b"", b"", True)
