@@ -6,15 +6,19 @@ grows by what was sent, which direct traffic never touches.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import hashlib
 import logging
 import os
+import re
+import signal
 import socket
 import struct
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,15 +29,18 @@ import dns.rrset
 import pytest
 import socks
 from flyway_socks5 import Socks5Listener
+from python_socks import ProxyError
+from python_socks.async_.asyncio import Proxy
 
 from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
+from flyway_core.flow import DATAGRAM_BUDGET
 from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
 from flyway_core.testing import free_port, joined_tunnel
 from flyway_core.testing.pairs import wait_for
-from flyway_core.testing.ports import udp_port_free
-from flyway_core.testing.processes import flyway_processes
+from flyway_core.testing.ports import udp_port_free, wait_port
+from flyway_core.testing.processes import FLYWAY, flyway_processes
 from flyway_core.testing.udp import UdpEcho, udp_echo
 from flyway_core.udp import UdpEndpoint, open_udp
 
@@ -424,3 +431,124 @@ async def test_real_processes_carry_udp_over_each_transport(
         assert hashlib.sha256(data).digest() == hashlib.sha256(payload).digest()
         assert source == target  # the SOCKS UDP header flyway put before each answer
     assert len(echo.sources) == len(payloads)
+
+
+# --- datagrams never stall streams ---------------------------------------------------------
+
+TRANSFER = 20 << 20  # bytes of the TCP transfer beside the flood
+FLOOD_DATAGRAM = 60000
+
+
+def _flood(relay: tuple[str, int], sink: Address, stop: threading.Event, sent: list[int]) -> None:
+    """Send datagrams for ``sink`` to the relay as fast as they go until ``stop``; count them."""
+    packet = _header(sink) + bytes(FLOOD_DATAGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        while not stop.is_set():
+            try:
+                sock.sendto(packet, relay)
+                sent[0] += 1
+            except BlockingIOError:  # the relay's socket buffer is full: the kernel drops too
+                time.sleep(0.0005)
+
+
+async def _hashing_server() -> asyncio.Server:
+    """A TCP server that reads to the end, then answers with the SHA-256 of what it read."""
+
+    async def digest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hashed = hashlib.sha256()
+        while chunk := await reader.read(1 << 16):
+            hashed.update(chunk)
+        writer.write(hashed.digest())
+        writer.close()
+
+    return await asyncio.start_server(digest, "127.0.0.1", 0)
+
+
+async def _send_hashed(proxy: Address, target: Address, payload: bytes) -> bytes:
+    """Send ``payload`` through a SOCKS5 CONNECT to ``target``; return what it answered."""
+    sock = await Proxy.from_url(f"socks5://{proxy}").connect(target.host, target.port, timeout=5)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    for start in range(0, len(payload), 1 << 20):
+        writer.write(payload[start : start + (1 << 20)])
+        await writer.drain()
+    writer.write_eof()
+    answer = await reader.read(-1)
+    writer.close()
+    return answer
+
+
+_DROPS = re.compile(rb"UDP association over: (\d+) datagrams out, (\d+) dropped (\{.*\})")
+
+
+async def test_a_datagram_flood_past_the_budget_never_stalls_a_stream_beside_it(
+    tmp_path: Path,
+) -> None:
+    # Real processes over a real carrier (ws on loopback TCP). While the 20 MB transfer
+    # runs, the server is stopped (SIGSTOP) for a while: the client's carrier falls
+    # behind, so the flood's datagrams queue for it, go over the budget and are dropped,
+    # and once it runs again the transfer completes whole. The client's -vv log is where
+    # its association reports what it dropped and why.
+    server_port, socks_port = free_port(), free_port()
+    proxy = Address("127.0.0.1", socks_port)
+    payload = os.urandom(TRANSFER)
+    stop, flooded = threading.Event(), [0]
+    sunk = 0
+
+    def sink_got(data: bytes, host: str, port: int) -> None:
+        nonlocal sunk
+        sunk += 1
+
+    sink = await open_udp("127.0.0.1", 0, sink_got)
+    hasher = await _hashing_server()
+    target = Address("127.0.0.1", hasher.sockets[0].getsockname()[1])
+    log = tmp_path / "client.log"
+    env = {**os.environ, "FLYWAY_PASSWORD": "a long test password", "COLUMNS": "400"}
+    async with flyway_processes(env) as start:
+        server = await start(f"127.0.0.1:{server_port}", port=server_port)
+        with log.open("wb") as stderr:
+            client = await asyncio.create_subprocess_exec(
+                *FLYWAY, "-vv", "-w", "-D", str(socks_port), f"127.0.0.1:{server_port}",
+                env=env, stderr=stderr, stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.to_thread(wait_port, socks_port)
+                while True:  # until the session is up
+                    with contextlib.suppress(ProxyError, OSError):
+                        assert await _send_hashed(proxy, target, b"up") == _sha(b"up")
+                        break
+                    await asyncio.sleep(0.1)
+                async with _associate(proxy) as (reply, control):
+                    relay, to = _relay(reply), Address(*sink.address)
+                    flood = asyncio.create_task(asyncio.to_thread(_flood, relay, to, stop, flooded))
+                    await wait_for(lambda: sunk > 0)  # the flood goes through
+                    transfer = asyncio.create_task(_send_hashed(proxy, target, payload))
+                    server.send_signal(signal.SIGSTOP)
+                    try:  # 100 budgets offered while the carrier cannot move
+                        offered = flooded[0] + 100 * DATAGRAM_BUDGET // FLOOD_DATAGRAM
+                        await wait_for(lambda: flooded[0] > offered, timeout=30)
+                    finally:
+                        server.send_signal(signal.SIGCONT)
+                    received = await transfer
+                    assert not flood.done()  # the flood ran for the whole transfer
+                    stop.set()
+                    await flood
+                    control.close()
+                    await wait_for(lambda: _DROPS.search(log.read_bytes()) is not None)
+        finally:
+            stop.set()
+            sink.close()
+            hasher.close()
+            client.terminate()
+            await client.wait()
+    assert received == _sha(payload)  # whole, and hash-identical
+    found = _DROPS.search(log.read_bytes())
+    assert found is not None
+    out, why = int(found[1]), ast.literal_eval(found[3].decode())
+    assert why.get("over the datagram budget", 0) > 0, why  # dropped there, and counted
+    assert out > 0 and sunk <= out  # the rest went through the tunnel
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
