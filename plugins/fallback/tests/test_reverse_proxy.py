@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import resource
 import shutil
 import subprocess
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -23,9 +21,7 @@ from aiohttp import web
 from fallback_compare import comparable
 from fallback_site import door
 from flyway_fallback import reverse_proxy
-from intermediaries.children import make_workdir
 from intermediaries.proxies import run_nginx
-from intermediaries.site import run_nginx_site
 
 from flyway_core import ConfigError, Settings
 from flyway_core.testing import free_port
@@ -240,38 +236,6 @@ async def test_an_upstream_failing_mid_answer_closes_the_client(upstream: Upstre
     async with door(f"http://127.0.0.1:{upstream.port}") as (_, bound):
         got = await answer(bound.port, Probe("cut", b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert got.closed and len(got.raw) < 1_000_000
-
-
-async def test_a_1_gib_download_keeps_memory_flat() -> None:
-    root = make_workdir("huge")
-    size = 1 << 30
-    with (root / "huge.bin").open("wb") as sparse:
-        sparse.truncate(size)  # a sparse file of zeros: nginx sends it without a disk read
-    (root / "huge.bin").chmod(0o644)
-    try:
-        with run_nginx_site(root) as nginx:
-            async with door(f"http://127.0.0.1:{nginx.port}") as (_, bound):
-                async with aiohttp.ClientSession(auto_decompress=False) as http:
-                    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                    crc, got = 0, 0
-                    url = f"http://127.0.0.1:{bound.port}/huge.bin"
-                    async with http.get(url) as response:
-                        async for piece in response.content.iter_chunked(1 << 20):
-                            crc = zlib.crc32(piece, crc)
-                            got += len(piece)
-                    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    assert got == size
-    assert crc == _zeros_crc(size)
-    assert grown < 32 << 10, f"peak RSS grew by {grown} KiB over 1 GiB"
-
-
-def _zeros_crc(size: int) -> int:
-    block, crc = bytes(1 << 20), 0
-    for _ in range(size >> 20):
-        crc = zlib.crc32(block, crc)
-    return crc
 
 
 async def test_expect_100_continue_from_curl_reaches_the_site(upstream: Upstream) -> None:

@@ -58,7 +58,11 @@ _PIECE = 1 << 16
 
 
 class HeadAnswer(web.StreamResponse):
-    """Status, headers (after ``Server`` and ``Date``) and a body, written as nginx would."""
+    """Status, headers (after ``Server`` and ``Date``) and a body, written as nginx would.
+
+    ``keep_alive`` is what ``Connection`` says; ``close_after`` closes the connection
+    after the answer anyway, as nginx does after some answers that say keep-alive.
+    """
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class HeadAnswer(web.StreamResponse):
         keep_alive: bool,
         chunked: bool = False,
         head_only: bool = False,
+        close_after: bool = False,
     ) -> None:
         super().__init__(status=status, reason=reason)
         connection = ("Connection", "keep-alive" if keep_alive else "close")
@@ -77,7 +82,7 @@ class HeadAnswer(web.StreamResponse):
         rest = [h for h in headers if h[0] not in _BEFORE_CONNECTION]
         date = ("Date", _now())
         self._head = CIMultiDict([("Server", SERVER), date, *framing, connection, *rest])
-        self._keeps = keep_alive
+        self._keeps = keep_alive and not close_after  # close_after: whatever the head says
         self._payload = body
         self._chunked = chunked
         self._head_only = head_only

@@ -1,8 +1,9 @@
 """``-P /dir``: the directory as nginx serves it, from the request line to the last byte.
 
 Theory of operation, in nginx's order. Requests nginx refuses before looking for
-a file get its answer (``early_status``: 505, 400 for ``CONNECT`` and ``*``, 405
-for ``TRACE``, 413 over 1 MiB). Then the target is located under the root
+a file get its answer (``heads.early_status``: 505, 400 for ``CONNECT``, ``*``
+and a ``Host`` nginx refuses, 400 or 501 for a ``Transfer-Encoding`` it refuses,
+405 for ``TRACE``, 413 over 1 MiB). Then the target is located under the root
 (``paths.locate``, nginx's normalisation; an invalid one: 400 and a close;
 refused or missing: 404, as is a file asked with a trailing slash); methods other than GET, HEAD and
 POST get 405 for what exists (Debian's site looks with ``try_files`` first). A
@@ -11,7 +12,8 @@ directory asked without its slash gets nginx's 301 to it (an absolute
 ``index.html``, else a listing with ``autoindex``, else 403. POST to a file is
 405. A file gets 200 with nginx's headers (``Content-Type`` from its
 ``mime.types``, ``Last-Modified``, ``ETag`` ``"mtime-size"`` in hex,
-``Accept-Ranges``), or 304 when ``If-None-Match`` / ``If-Modified-Since`` (exact,
+``Accept-Ranges``), or 412 when ``If-Match`` / ``If-Unmodified-Since`` fail
+(nginx's page, and a close after it), or 304 when ``If-None-Match`` / ``If-Modified-Since`` (exact,
 nginx's default) say the client has it, or 206 for one satisfiable byte range
 (416 and nginx's page when none is; several: ``multipart/byteranges``). HTML over
 20 bytes is gzipped, as Debian's ``gzip on`` does, for HTTP/1.1 clients that
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 from flyway_core.frontdoor_pages import REASONS, accepts_gzip, page, page_body
 from flyway_fallback.static_files.answer import FileRegion, GzippedFile, HeadAnswer
 from flyway_fallback.static_files.cache import SmallFiles
+from flyway_fallback.static_files.heads import early_status, host_of
 from flyway_fallback.static_files.listing import listing
 from flyway_fallback.static_files.mime import DEFAULT_TYPE, TYPES
 from flyway_fallback.static_files.paths import InvalidTarget, Located, inside, locate
@@ -40,6 +43,7 @@ from flyway_fallback.static_files.validators import (
     etag_of,
     http_date,
     not_modified,
+    precondition_failed,
 )
 
 if TYPE_CHECKING:
@@ -49,28 +53,12 @@ __all__ = [
     "MAX_RANGES",
     "SMALL_FILE",
     "StaticFallback",
-    "early_status",
 ]
 
 SMALL_FILE = 64 << 10  # files up to this size are read whole and written with the head
-MAX_BODY = 1 << 20  # nginx's stock client_max_body_size
 _GZIP_MIN = 20  # nginx's gzip_min_length
 MAX_RANGES = 100  # ranges in one request answered as multipart (more: the whole file)
 _boundaries = 0  # multipart answers so far (their boundary)
-
-
-def early_status(request: web.BaseRequest) -> int | None:
-    """nginx's answer before it looks for a file, if it gives one."""
-    if request.version >= (2, 0):
-        return 505
-    target = request.raw_path
-    if request.method == "CONNECT" or not target.startswith(("/", "http://", "https://")):
-        return 400
-    if request.method == "TRACE":
-        return 405
-    if (request.content_length or 0) > MAX_BODY:
-        return 413
-    return None
 
 
 class StaticFallback:
@@ -137,8 +125,8 @@ def _redirect(request: web.Request, located: Located) -> web.StreamResponse:
     secure = request.transport is not None and request.transport.get_extra_info("sslcontext")
     scheme, default = ("https", 443) if secure else ("http", 80)
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    host = request.headers.get("Host", "") if request.host else ""
-    host = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    raw_host = next((v for k, v in request.raw_headers if k.lower() == b"host"), b"")
+    host = (host_of(raw_host) or "") if request.host else ""  # early_status refused a bad one
     if not host and sockname:
         host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     port = sockname[1] if sockname else default
@@ -171,6 +159,19 @@ def _file(
     size, mtime = st.st_size, int(st.st_mtime)
     etag, modified = etag_of(st), http_date(mtime)
     keep, head = request.keep_alive, request.method == "HEAD"
+    if precondition_failed(request, etag, mtime):
+        body = page_body(404, msie="MSIE " in request.headers.get("User-Agent", ""))
+        body = body.replace(b"404 Not Found", b"412 Precondition Failed")
+        headers = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
+        return HeadAnswer(
+            412,
+            "Precondition Failed",
+            headers,
+            b"" if head else body,
+            keep_alive=keep,
+            head_only=head,
+            close_after=True,  # nginx says keep-alive, then closes (its filter_finish)
+        )
     if not_modified(request, etag, mtime):
         headers = [("Last-Modified", modified), ("ETag", etag)]
         return HeadAnswer(304, "Not Modified", headers, keep_alive=keep, head_only=True)

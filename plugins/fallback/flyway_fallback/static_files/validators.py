@@ -1,6 +1,7 @@
 """What the client has already and which part it wants: ETag, Last-Modified, 304, Range.
 
-As nginx decides them: the ETag is ``"mtime-size"`` in hex; ``If-None-Match`` (weak
+As nginx decides them: the ETag is ``"mtime-size"`` in hex; ``If-Unmodified-Since``
+and ``If-Match`` (strong comparison) must hold, else 412; ``If-None-Match`` (weak
 comparison, ``*``) and ``If-Modified-Since`` (an exact match, nginx's default) must
 both say the client has it for a 304; ``Range`` is ``bytes=`` with ranges in the
 request's order, an ``If-Range`` that does not match the ETag or date sends the
@@ -17,11 +18,34 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Unsatisfiable", "byte_ranges", "etag_of", "http_date", "not_modified"]
+__all__ = [
+    "Unsatisfiable",
+    "byte_ranges",
+    "etag_of",
+    "http_date",
+    "not_modified",
+    "precondition_failed",
+]
 
 
 def etag_of(st: os.stat_result) -> str:
     return f'"{int(st.st_mtime):x}-{st.st_size:x}"'
+
+
+def precondition_failed(request: web.Request, etag: str, mtime: int) -> bool:
+    """nginx's 412: an ``If-Unmodified-Since`` before the file's time (or unreadable), or
+    an ``If-Match`` that names neither ``*`` nor the ETag (a strong comparison)."""
+    since = request.headers.get("If-Unmodified-Since")
+    if since is not None:
+        try:
+            if int(parsedate_to_datetime(since).timestamp()) < mtime:
+                return True
+        except (TypeError, ValueError):
+            return True
+    match = request.headers.get("If-Match")
+    if match is None or match.strip() == "*":
+        return False
+    return etag not in [t.strip() for t in match.split(",")]
 
 
 def not_modified(request: web.Request, etag: str, mtime: int) -> bool:
