@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from flyway_socks5 import Socks5Listener
 from flyway_socks5.base import Credentials
 
 from flyway_core import Address, Settings, TargetError, hookimpl
+from flyway_core.direct import DIRECT
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ResetReason
 from flyway_core.testing import joined_tunnel
@@ -39,14 +41,49 @@ class Outcomes:
         raise TargetError(reason.describe(), reason=reason)
 
 
+# A name only the tunnel's server side can resolve (its test dialer sends it to 127.0.0.1,
+# the same port): a client that reaches a target by it must have sent the name through.
+SERVER_ONLY = "only-the-server.test"
+
+
+class ServerOnlyName:
+    """A dialer plugin: the server resolves SERVER_ONLY to 127.0.0.1; it counts the dials."""
+
+    def __init__(self) -> None:
+        self.dials = 0
+
+    @hookimpl
+    def dial_upstream(self, target: Address, settings: Settings) -> ServerOnlyName | None:
+        return self if target.host == SERVER_ONLY else None
+
+    async def connect(self, target: Address, protocol: asyncio.Protocol) -> None:
+        self.dials += 1
+        await DIRECT.connect(Address("127.0.0.1", target.port), protocol)
+
+
+@pytest.fixture(scope="session")
+def server_only_name() -> str:
+    """SERVER_ONLY, once checked not to resolve here (on the client's side)."""
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(SERVER_ONLY, 80)
+    return SERVER_ONLY
+
+
+@pytest.fixture
+def server_only(server_only_name: str) -> ServerOnlyName:
+    """The server side's dialer for SERVER_ONLY (``.dials``: how often it was reached)."""
+    return ServerOnlyName()
+
+
 StartProxy = Callable[..., Any]
 
 
 @pytest.fixture
-async def start_proxy(settings: Settings) -> AsyncIterator[StartProxy]:
+async def start_proxy(settings: Settings, server_only: ServerOnlyName) -> AsyncIterator[StartProxy]:
     """Start a -D listener on 127.0.0.1 (a free port) over a memory tunnel; return its address."""
     pm = make_plugin_manager(entry_points=False)
     pm.register(Outcomes(), name="outcomes")
+    pm.register(server_only, name="server-only")
     async with contextlib.AsyncExitStack() as stack:
         tunnel = await stack.enter_async_context(joined_tunnel(settings, Plugins(pm)))
         tasks: list[asyncio.Task[None]] = []

@@ -52,12 +52,18 @@ async def _curl(*args: str) -> tuple[int, bytes]:
     ids=["socks5-hostname", "socks5", "socks4a", "socks4", "http-absolute", "http-connect"],
 )
 async def test_curl_fetches_a_page_through_each_protocol(
-    proxy: Address, web_target: Address, mode: list[str]
+    proxy: Address, web_target: Address, mode: list[str], server_only_name: str, server_only: Any
 ) -> None:
     args = [arg.format(proxy=proxy) for arg in mode]
+    # --socks5 and --socks4 send an address: curl resolves the name itself, so it must be
+    # one it can resolve. Every other mode sends the name, here one that only the
+    # server side resolves: the page can only have come through flyway, named.
+    local = mode[0] in ("--socks5", "--socks4")
+    host = "localhost" if local else server_only_name
     async with asyncio.timeout(10):
-        code, out = await _curl(*args, f"http://localhost:{web_target.port}/")
+        code, out = await _curl(*args, f"http://{host}:{web_target.port}/")
     assert (code, out) == (0, BODY)
+    assert server_only.dials == (0 if local else 1)
 
 
 @pytest.mark.parametrize(
@@ -66,16 +72,21 @@ async def test_curl_fetches_a_page_through_each_protocol(
     ids=["socks5-user-pass", "http-basic"],
 )
 async def test_curl_with_credentials(
-    start_proxy: StartProxy, web_target: Address, mode: list[str]
+    start_proxy: StartProxy,
+    web_target: Address,
+    mode: list[str],
+    server_only_name: str,
+    server_only: Any,
 ) -> None:
     proxy = await start_proxy((b"alice", b"s3cret"))
     args = [arg.format(proxy=proxy) for arg in mode]
     wrong = [arg.replace("s3cret", "wrong") for arg in args]
-    url = f"http://localhost:{web_target.port}/"
+    url = f"http://{server_only_name}:{web_target.port}/"
     async with asyncio.timeout(10):
         assert await _curl(*args, url) == (0, BODY)
         code, _ = await _curl(*wrong, url)
     assert code != 0
+    assert server_only.dials == 1  # the wrong credentials reached nothing
 
 
 async def test_real_flyway_processes_serve_dash_d_with_credentials_from_the_environment(

@@ -71,13 +71,13 @@ def _header(response: h11.Response, name: bytes) -> bytes | None:
 
 
 async def test_an_absolute_form_request_reaches_the_target_in_origin_form_without_hop_headers(
-    proxy: Address, web_target: Address
+    proxy: Address, web_target: Address, server_only_name: str, server_only: Any
 ) -> None:
     async with asyncio.timeout(10):
         client = await HttpClient.open(proxy)
         response, body = await client.request(
             "GET",
-            f"http://localhost:{web_target.port}/headers?q=1",
+            f"http://{server_only_name}:{web_target.port}/headers?q=1",
             [
                 ("Host", "wrong.example"),
                 ("Proxy-Connection", "keep-alive"),
@@ -94,7 +94,8 @@ async def test_an_absolute_form_request_reaches_the_target_in_origin_form_withou
     assert response.status_code == 200
     assert seen["path"] == "/headers?q=1"
     headers = {k.lower(): v for k, v in seen["headers"].items()}
-    assert headers["host"] == f"localhost:{web_target.port}"
+    assert headers["host"] == f"{server_only_name}:{web_target.port}"
+    assert server_only.dials == 1  # the name went to the server, which alone resolves it
     assert headers["x-kept"] == "end to end"
     for hop in ("proxy-connection", "keep-alive", "te", "upgrade", "x-secret"):
         assert hop not in headers
@@ -154,15 +155,16 @@ async def test_a_chunked_request_body_arrives_whole(proxy: Address, web_target: 
 
 
 async def test_connect_answers_200_then_relays_bytes_sent_with_the_request(
-    proxy: Address, echo_server: Address
+    proxy: Address, echo_server: Address, server_only_name: str, server_only: Any
 ) -> None:
     async with asyncio.timeout(10):
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-        target = f"127.0.0.1:{echo_server.port}"
+        target = f"{server_only_name}:{echo_server.port}"  # only the server resolves it
         writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nearly".encode())
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
         assert await reader.readexactly(5) == b"early"
         writer.close()
+    assert server_only.dials == 1
 
 
 @pytest.mark.parametrize(

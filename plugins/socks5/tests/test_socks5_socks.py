@@ -47,11 +47,13 @@ async def test_socks5_connect_to_an_ipv4_address(proxy: Address, echo_server: Ad
 
 
 async def test_socks5_connect_to_a_domain_name_resolved_by_the_server(
-    proxy: Address, echo_server: Address
+    proxy: Address, echo_server: Address, server_only_name: str, server_only: Any
 ) -> None:
+    # A name this side cannot resolve (the fixture checked): only the server could.
     async with asyncio.timeout(10):
         url = f"socks5://{proxy}"
-        assert await _echo_through(url, "localhost", echo_server.port, b"name") == b"name"
+        assert await _echo_through(url, server_only_name, echo_server.port, b"name") == b"name"
+    assert server_only.dials == 1
 
 
 async def test_socks5_connect_to_an_ipv6_address(proxy: Address) -> None:
@@ -94,12 +96,13 @@ async def test_two_hundred_parallel_connections_each_arrive_byte_for_byte(
 
 
 async def test_socks5_with_the_right_credentials_connects(
-    start_proxy: StartProxy, echo_server: Address
+    start_proxy: StartProxy, echo_server: Address, server_only_name: str, server_only: Any
 ) -> None:
     proxy = await start_proxy((b"alice", b"s3cret"))
     async with asyncio.timeout(10):
         url = f"socks5://alice:s3cret@{proxy}"
-        assert await _echo_through(url, "localhost", echo_server.port, b"in") == b"in"
+        assert await _echo_through(url, server_only_name, echo_server.port, b"in") == b"in"
+    assert server_only.dials == 1
 
 
 async def _exchange(proxy: Address, data: bytes, *, eof: bool = False) -> bytes:
@@ -134,16 +137,20 @@ async def test_a_port_without_credentials_offers_no_auth_only(proxy: Address) ->
         assert await _exchange(proxy, b"\x05\x01\x02") == b"\x05\xff"
 
 
-async def test_socks4a_sends_the_name_to_the_server(proxy: Address, echo_server: Address) -> None:
+async def test_socks4a_sends_the_name_to_the_server(
+    proxy: Address, echo_server: Address, server_only_name: str, server_only: Any
+) -> None:
     port = echo_server.port.to_bytes(2, "big")
+    name = server_only_name.encode()
     async with asyncio.timeout(10):
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-        writer.write(b"\x04\x01" + port + b"\x00\x00\x00\x01user\x00localhost\x00hello")
+        writer.write(b"\x04\x01" + port + b"\x00\x00\x00\x01user\x00" + name + b"\x00hello")
         answer = await reader.readexactly(8)
         assert answer[:2] == b"\x00\x5a"
         assert answer[4:] == b"\x7f\x00\x00\x01" and answer[2:4] != b"\0\0"  # the server's end
         assert await reader.readexactly(5) == b"hello"
         writer.close()
+    assert server_only.dials == 1
 
 
 async def test_socks4_rejects_what_the_server_could_not_reach(proxy: Address) -> None:
