@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import h11
 import pytest
+from flyway_socks5 import httpproxy
 
 from flyway_core import Address
 from flyway_core.testing import free_port
@@ -237,3 +239,113 @@ async def test_bad_requests_get_an_error_and_a_close(
         response, _ = await client.request("GET", f"http://127.0.0.1:{web_target.port}/", [])
         client.close()
     assert response.status_code == 200
+
+
+# --- the README's promises on bodies, one by one, against a raw target --------------------
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _raw_target(handler: Handler) -> AsyncIterator[str]:
+    """A TCP target on 127.0.0.1 answering with ``handler``; yields "127.0.0.1:PORT"."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def _head(reader: asyncio.StreamReader) -> bytes:
+    return (await reader.readuntil(b"\r\n\r\n")).lower()
+
+
+async def test_expect_100_continue_is_passed_on_and_the_100_comes_back(proxy: Address) -> None:
+    seen: list[bytes] = []
+
+    async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await _head(reader))
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # only now may the body come
+        body = await reader.readexactly(5)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body.upper())
+        writer.close()
+
+    async with _raw_target(target) as host, asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(
+            f"POST http://{host}/up HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\n"
+            "Content-Length: 5\r\n\r\n".encode()
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 \r\n\r\n"
+        writer.write(b"hello")  # the body, after the 100
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await reader.readexactly(5) == b"HELLO"
+        writer.close()
+    assert b"\r\nexpect: 100-continue\r\n" in seen[0]
+
+
+async def test_trailers_are_dropped_both_ways(proxy: Address) -> None:
+    seen: list[bytes] = []
+
+    async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _head(reader)
+        seen.append(head + await reader.readuntil(b"0\r\n\r\n"))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Answer-Trailer\r\n\r\n"
+            b"4\r\nbody\r\n0\r\nX-Answer-Trailer: theirs\r\n\r\n"
+        )
+        writer.close()
+
+    async with _raw_target(target) as host, asyncio.timeout(10):
+        request = (
+            f"POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            "Trailer: X-Request-Trailer\r\nConnection: close\r\n\r\n"
+            "5\r\nhello\r\n0\r\nX-Request-Trailer: mine\r\n\r\n"
+        ).encode()
+        raw = await _exchange(proxy, request)
+    upstream = seen[0]
+    assert upstream.endswith(b"5\r\nhello\r\n0\r\n\r\n")  # the body, and no trailer after it
+    assert b"x-request-trailer" not in upstream  # nor its announcement (hop-by-hop)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b"4\r\nbody\r\n0\r\n\r\n"
+    assert b"x-answer-trailer" not in raw.lower()
+
+
+async def test_an_answer_before_the_whole_request_body_is_sent_and_the_connection_closed(
+    proxy: Address,
+) -> None:
+    async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head(reader)  # answers at once, without reading the body
+        writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    async with _raw_target(target) as host, asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(
+            f"POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000\r\n\r\n"
+            "only the start".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert await reader.readexactly(8) == b"too big!"
+        # the rest of the body never comes through: the proxy closes the connection
+        assert await reader.read(-1) == b""
+        writer.close()
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_keepalive_idle(
+    proxy: Address, web_target: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(httpproxy, "KEEPALIVE_IDLE", 1.0)  # 60 s for users
+    url = f"http://127.0.0.1:{web_target.port}/"
+    async with asyncio.timeout(10):
+        client = await HttpClient.open(proxy)
+        for _ in range(2):  # kept alive between requests that come at once
+            response, body = await client.request("GET", url, [])
+            assert (response.status_code, body) == (200, b"hello from the target")
+        assert await client.reader.read(-1) == b""  # then closed, idle
+        client.close()

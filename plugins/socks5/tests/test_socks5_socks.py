@@ -220,3 +220,39 @@ async def test_a_greeting_that_never_ends_is_closed_at_the_deadline(
         assert 0.2 < loop.time() - started < 2
         writer.close()
         assert await _echo_through(f"socks5://{proxy}", "localhost", echo_server.port, b"ok")
+
+
+SOCKS4_REJECTED = b"\x00\x5b" + bytes(6)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(b"\x04\x02\x00\x50\x7f\x00\x00\x01\x00", id="bind"),
+        pytest.param(b"\x04\x01\x00\x00\x7f\x00\x00\x01\x00", id="port-0"),
+        pytest.param(b"\x04\x01\x00\x50\x00\x00\x00\x00\x00", id="address-0.0.0.0"),
+        pytest.param(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00a b!\x00", id="bad-4a-name"),
+        pytest.param(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x00", id="empty-4a-name"),
+        pytest.param(
+            b"\x04\x01\x00\x50\x00\x00\x00\x01\x00" + b"a" * 256 + b"\x00", id="long-name"
+        ),
+    ],
+)
+async def test_a_socks4_request_flyway_cannot_serve_gets_0x5b_and_a_close(
+    proxy: Address, echo_server: Address, request_: bytes
+) -> None:
+    async with asyncio.timeout(10):
+        assert await _exchange(proxy, request_) == SOCKS4_REJECTED
+        assert await _echo_through(f"socks4://{proxy}", "127.0.0.1", echo_server.port, b"ok")
+
+
+async def test_a_subnegotiation_of_another_version_gets_01_01_and_a_close(
+    start_proxy: StartProxy, echo_server: Address
+) -> None:
+    proxy = await start_proxy((b"alice", b"s3cret"))
+    async with asyncio.timeout(10):
+        # the right credentials, under version 2 of a sub-negotiation that has only 1
+        answer = await _exchange(proxy, b"\x05\x01\x02" + b"\x02\x05alice\x06s3cret")
+        assert answer == b"\x05\x02" + b"\x01\x01"
+        url = f"socks5://alice:s3cret@{proxy}"
+        assert await _echo_through(url, "127.0.0.1", echo_server.port, b"ok") == b"ok"
