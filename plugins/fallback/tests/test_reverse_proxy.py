@@ -8,24 +8,32 @@ for the 502 and 504 pages; curl sends ``Expect: 100-continue``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import os
 import shutil
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from fallback_compare import comparable
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fallback_compare import comparable, same_answers
 from fallback_site import door
 from flyway_fallback import reverse_proxy
 from intermediaries.proxies import run_nginx
 
 from flyway_core import ConfigError, Settings
 from flyway_core.testing import free_port
-from flyway_core.testing.probes import Probe, answer
+from flyway_core.testing.probes import Answer, Probe, answer
+from flyway_core.tls import server_ssl
 
 
 @dataclass
@@ -308,3 +316,188 @@ async def test_an_expect_100_continue_behind_another_request_gets_its_100_and_an
             writer.close()
     assert got.index(b"HTTP/1.1 200") < got.index(b"HTTP/1.1 100 Continue")
     assert upstream.seen[1]["sha"] == hashlib.sha256(b"hello").hexdigest()
+
+
+# --- what the site's answer loses on the way, and what the site learns -------------------
+
+_HOP_BY_HOP_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: site\r\nContent-Length: 4\r\nConnection: X-Foo, keep-alive\r\n"
+    b"X-Foo: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n"
+    b"X-Kept: yes\r\n\r\nbody"
+)
+_TRAILER_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: site\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+    b"4\r\nbody\r\n0\r\nX-Sum: 42\r\n\r\n"
+)
+
+
+async def _raw_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A site that writes its answers byte for byte (aiohttp's server would frame them)."""
+    try:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            trailer = head.startswith(b"GET /trailer ")
+            writer.write(_TRAILER_ANSWER if trailer else _HOP_BY_HOP_ANSWER)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_hop_by_hop_headers_of_the_sites_answer_stay_behind() -> None:
+    """``Connection`` and what it names, ``Keep-Alive``, ``Proxy-Connection``, an
+    ``Upgrade`` without a 101, and trailers are the site's connection's, not the client's."""
+    site = await asyncio.start_server(_raw_site, "127.0.0.1", 0)
+    try:
+        async with door(f"http://127.0.0.1:{site.sockets[0].getsockname()[1]}") as (_, bound):
+            plain = await answer(bound.port, Probe("h", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+            chunked = await answer(
+                bound.port, Probe("t", b"GET /trailer HTTP/1.1\r\nHost: x\r\n\r\n")
+            )
+    finally:
+        site.close()
+    (response,) = plain.responses
+    headers = dict(response.headers)
+    assert response.status == 200 and response.body == b"body"
+    assert headers["X-Kept"] == "yes" and headers["Server"] == "site"
+    for gone in ("X-Foo", "Keep-Alive", "Proxy-Connection", "Upgrade"):
+        assert gone not in headers, gone
+    assert "x-foo" not in headers.get("Connection", "").lower()
+    assert not plain.closed  # the client's connection is kept, whatever the site's said
+    (response,) = chunked.responses
+    assert response.body == b"body"
+    assert b"X-Sum" not in chunked.raw
+
+
+def _self_signed(folder: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flyway proxy test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    options = {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+    return server_ssl(Settings(options=options))
+
+
+async def test_a_door_with_tls_tells_the_site_the_client_came_over_https(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    spec = f"http://127.0.0.1:{upstream.port}"
+    async with door(spec, ssl_context=_self_signed(tmp_path)) as (_, bound):
+        async with aiohttp.ClientSession() as http:
+            url = f"https://127.0.0.1:{bound.port}/page"
+            async with http.get(url, ssl=False, headers={"X-Forwarded-Proto": "http"}) as got:
+                assert got.status == 200 and await got.text() == "seen"
+    headers = dict(upstream.seen[0]["headers"])  # type: ignore[arg-type]
+    assert headers["X-Forwarded-Proto"] == "https"  # the door's word, not the client's
+    assert headers["X-Forwarded-Host"] == f"127.0.0.1:{bound.port}"
+
+
+# --- what still tells -P http:// from the site alone (docs/fallback.md) -------------------
+
+_SMALL_TXT = b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+
+# probe: (what flyway in front of nginx gives, what nginx alone gives, why), each side as
+# its statuses (interim 100s too) and how the connection ended; the rest of the list in
+# docs/fallback.md is timing, load, timeouts and TLS, or invisible in a probe's answer
+PROXY_DIFFERENCES = {
+    Probe(
+        "an absolute URI with a request pipelined behind it",
+        b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n" + _SMALL_TXT,
+    ): ("400 FIN", "200 200 held", "the door answers 400 itself; the site sees nothing"),
+    Probe(
+        "an upgrade other than WebSocket with a request pipelined behind it",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n" + _SMALL_TXT,
+    ): ("200 held", "200 200 held", "aiohttp's parser took the pipelined bytes"),
+    Probe(
+        "an unparsable head over 40 KiB",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(42))
+        + b"\r\n",
+    ): ("400 FIN", "400 FIN", "the door's plain 400; nginx's page says Header Too Large"),
+    Probe(
+        "Expect: 100-continue on a chunked body",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+    ): ("100 404 held", "404 held", "the door sends the 100 for a chunked body"),
+    Probe(
+        "Transfer-Encoding: gzip, chunked",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
+    ): ("405 held", "501 FIN", "the pooled client sends the site the de-chunked body"),
+    Probe("HTTP/0.9", b"GET /\r\n"): (
+        "held",
+        "FIN",
+        "aiohttp waits for the rest of a head; nginx sends the bare page",
+    ),
+    Probe(
+        "a POST whose body comes short, over 89 bytes",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\nabc",
+    ): ("held", "405 held", "the HTTP POST transport reads such a body whole to judge it"),
+    Probe("a 412 from the site", b'GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-Match: "x"\r\n\r\n'): (
+        "412 held",
+        "412 FIN",
+        "the site closes after its 412; the door keeps the client",
+    ),
+}
+
+
+def _summary(got: Answer) -> str:
+    """Its statuses, interim 100s too, and how the connection ended: ``"100 404 held"``."""
+    interim = ["100"] * got.raw.count(b"HTTP/1.1 100 Continue\r\n")
+    return " ".join(interim + [str(r.status) for r in got.responses] + [got.ending])
+
+
+@pytest.mark.parametrize("probe", PROXY_DIFFERENCES, ids=lambda p: p.name)
+async def test_a_known_difference_from_the_site_alone_is_still_just_that(
+    probe: Probe, nginx_site: int
+) -> None:
+    ours_then, theirs_then, why = PROXY_DIFFERENCES[probe]
+    async with door(f"http://127.0.0.1:{nginx_site}") as (_, bound):
+        ours, theirs = await same_answers(probe, bound.port, nginx_site)
+    seen = [
+        (comparable(ours, bound.port), _summary(ours)),
+        (comparable(theirs, nginx_site), _summary(theirs)),
+    ]
+    assert seen[0] != seen[1], f"{probe.name} no longer differs: take it off PROXY_DIFFERENCES"
+    assert (seen[0][1], seen[1][1]) == (ours_then, theirs_then), why
+
+
+async def test_a_malformed_request_after_a_good_one_gets_a_stock_nginxs_400(
+    nginx_site: int,
+) -> None:
+    """In a later read, the first request's bytes are gone: the door answers with its
+    own nginx 400 page, which is the site's only because the site is a stock nginx."""
+
+    async def two_reads(port: int) -> Answer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_SMALL_TXT)
+            async with asyncio.timeout(5):
+                raw = await reader.readuntil(b"hello, world\n")
+                writer.write(b"GET / HTTTP/1.1\r\nHost: x\r\n\r\n")
+                raw += await reader.read()  # until the close
+        finally:
+            writer.close()
+        return Answer.parse(raw, True)
+
+    async with door(f"http://127.0.0.1:{nginx_site}") as (_, bound):
+        ours, theirs = await asyncio.gather(two_reads(bound.port), two_reads(nginx_site))
+    assert [r.status for r in ours.responses] == [200, 400]
+    assert comparable(ours, bound.port) == comparable(theirs, nginx_site)

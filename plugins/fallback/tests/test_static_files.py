@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -201,8 +200,8 @@ HEAD_PROBES = [
 
 def _summary(got: Answer) -> str:
     """Its statuses, interim 100s too, and how the connection ended: ``"100 404 held"``."""
-    statuses = re.findall(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ", got.raw)
-    return " ".join([s.decode() for s in statuses] + [got.ending])
+    interim = ["100"] * got.raw.count(b"HTTP/1.1 100 Continue\r\n")
+    return " ".join(interim + [str(r.status) for r in got.responses] + [got.ending])
 
 
 @pytest.fixture
