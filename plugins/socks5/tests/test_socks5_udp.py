@@ -35,8 +35,10 @@ from python_socks.async_.asyncio import Proxy
 from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
 from flyway_core.flow import DATAGRAM_BUDGET
+from flyway_core.memory import MemoryTransport
 from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
+from flyway_core.server import FlywayServer
 from flyway_core.testing import free_port, joined_tunnel
 from flyway_core.testing.pairs import wait_for
 from flyway_core.testing.ports import udp_port_free, wait_port
@@ -185,14 +187,13 @@ print("ok")
 """
 
 
-async def test_socksify_sends_a_plain_programs_datagrams_through_flyway(
-    udp_proxy: UdpProxy, echo: UdpEcho, tmp_path: Path
-) -> None:
+async def _socksify(proxy: Address, tmp_path: Path, script: str, *args: str) -> bytes:
+    """Run ``python -c script args`` under socksify, routed through ``proxy``; its stdout."""
     config = tmp_path / "socks.conf"
     config.write_text(
         textwrap.dedent(f"""
         route {{
-          from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {udp_proxy.address.port}
+          from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {proxy.port}
           proxyprotocol: socks_v5
           command: connect udpassociate
           method: none
@@ -200,24 +201,65 @@ async def test_socksify_sends_a_plain_programs_datagrams_through_flyway(
         """)
     )
     # Without the route, or with socksify's automatic LAN routes, the datagrams to
-    # 127.0.0.1 would go direct and the echo would answer all the same: the tunnel's
-    # byte count below is what proves they went through flyway.
+    # 127.0.0.1 would go direct and be answered all the same: the tests' check of the
+    # tunnel's byte count is what proves they went through flyway.
     env = dict(os.environ, SOCKS_CONF=str(config), SOCKS_AUTOADD_LANROUTES="no")
-    before = udp_proxy.sent
     process = await asyncio.create_subprocess_exec(
         "socksify",
         sys.executable,
         "-c",
-        _SOCKSIFY_CLIENT,
-        str(echo.address.port),
+        script,
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert (process.returncode, out) == (0, b"ok\n"), err.decode(errors="replace")
+    assert process.returncode == 0, err.decode(errors="replace")
+    return out
+
+
+async def test_socksify_sends_a_plain_programs_datagrams_through_flyway(
+    udp_proxy: UdpProxy, echo: UdpEcho, tmp_path: Path
+) -> None:
+    before = udp_proxy.sent
+    out = await _socksify(udp_proxy.address, tmp_path, _SOCKSIFY_CLIENT, str(echo.address.port))
+    assert out == b"ok\n"
     assert udp_proxy.sent - before == 10 + 1000 + 20000
     assert len(echo.sources) == 3 and len(set(echo.sources)) == 1  # one relay socket
+
+
+# A plain program asking a DNS server (a UDP socket, no SOCKS in it): one question, its answer.
+_SOCKSIFY_DNS = """
+import socket, sys
+import dns.message
+query = dns.message.make_query("socksified.example.test", "A")
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(5)
+sock.sendto(query.to_wire(), ("127.0.0.1", int(sys.argv[1])))
+data, _ = sock.recvfrom(4096)
+response = dns.message.from_wire(data)
+assert response.id == query.id
+print(len(query.to_wire()))
+print(*(rrset.to_text() for rrset in response.answer), sep="\\n")
+"""
+
+
+async def test_socksify_carries_a_plain_programs_dns_question_and_answer(
+    udp_proxy: UdpProxy, tmp_path: Path
+) -> None:
+    responder = DnsResponder()
+    responder.endpoint = await open_udp("127.0.0.1", 0, responder.answer)
+    try:
+        port = str(responder.endpoint.address[1])
+        before = udp_proxy.sent
+        out = await _socksify(udp_proxy.address, tmp_path, _SOCKSIFY_DNS, port)
+    finally:
+        responder.endpoint.close()
+    size, answer = out.decode().splitlines()
+    assert answer == "socksified.example.test. 60 IN A 192.0.2.7"
+    assert responder.questions == ["socksified.example.test."]
+    assert udp_proxy.sent - before == int(size)  # the question went through flyway
 
 
 # --- the association, byte by byte --------------------------------------------------------
@@ -374,6 +416,29 @@ async def test_the_association_ends_with_its_control_connection(
         await wait_for(lambda: session.open_streams == 0)
         await wait_for(lambda: udp_port_free(relay[1]))  # the relay socket is closed too
         client.close()
+
+
+async def test_the_association_ends_with_the_tunnels_session(
+    udp_proxy: UdpProxy, echo: UdpEcho
+) -> None:
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(
+            udp_proxy.address.host, udp_proxy.address.port
+        )
+        writer.write(b"\x05\x01\x00" + b"\x05\x03\x00\x01" + bytes(6))
+        assert await reader.readexactly(2) == b"\x05\x00"
+        relay = _relay(await reader.readexactly(10))
+        client = await Client(relay).open()
+        client.send(_header(echo.address) + b"x")
+        assert await client.answer() is not None
+        transport = udp_proxy.tunnel.transport
+        assert isinstance(transport, MemoryTransport) and isinstance(transport.door, FlywayServer)
+        (server_session,) = transport.door.sessions
+        await server_session.close()  # the server ends the session: the flow goes with it
+        assert await reader.read(-1) == b""  # the control connection is closed
+        await wait_for(lambda: udp_port_free(relay[1]))  # and the relay socket
+        client.close()
+        writer.close()
 
 
 async def test_a_server_without_datagram_flows_answers_command_not_supported(
