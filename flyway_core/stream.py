@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from flyway_core.errors import StreamResetError, TargetError
@@ -97,6 +98,7 @@ class TunnelStream:
         self._credit = asyncio.Event()
         self._local: LocalSide | None = None  # set while relaying
         self._accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_reset: Callable[[], object] | None = None  # called once when the stream is reset
 
     # --- fed by the session as frames arrive -------------------------------------------
 
@@ -131,6 +133,9 @@ class TunnelStream:
             self._local.abort()
         self._readable.set()
         self._credit.set()
+        if self.on_reset is not None:
+            on_reset, self.on_reset = self.on_reset, None
+            on_reset()
 
     def feed_credit(self) -> None:
         self._credit.set()

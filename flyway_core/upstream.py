@@ -113,7 +113,8 @@ class Upstream:
         link = LocalLink()
         try:
             try:
-                await self._dial(stream.target, link)
+                if not await self._dial_unless_reset(stream, link):
+                    return  # the client gave up on the stream (reset it): nothing to answer
             except FlywayError as exc:
                 if isinstance(exc, TargetError):
                     stream.error, reason = f"{stream.target}: {exc}", exc.reason
@@ -131,6 +132,26 @@ class Upstream:
             session.close_stream(stream)  # also when cancelled: the slot is counted out
             if link.transport is not None and not link.transport.is_closing():
                 link.transport.abort()
+
+    async def _dial_unless_reset(self, stream: TunnelStream, link: LocalLink) -> bool:
+        """Dial the stream's target; False if the client reset the stream meanwhile.
+
+        A client that gives up (its connect timeout, a SOCKS client gone) resets the
+        stream: the dial stops then, not at ``TARGET_TIMEOUT``. The reset cancels this
+        task; that one cancellation is taken back here, any other goes on.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        stream.on_reset = task.cancel
+        try:
+            await self._dial(stream.target, link)
+        except asyncio.CancelledError:
+            if stream.on_reset is not None or task.uncancel() > 0:
+                raise  # not (only) the reset's cancellation
+            return False
+        finally:
+            stream.on_reset = None
+        return True
 
     async def _dial(self, target: Address, link: LocalLink) -> None:
         dialer: Dialer | None = None

@@ -122,10 +122,6 @@ async def test_a_target_that_never_answers_is_504_to_an_http_proxy_client(
     assert b"\r\nConnection: close" in head and body == b"flyway: timed out\n", answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: Upstream._serve keeps dialing a stream the client reset until TARGET_TIMEOUT",
-)
 async def test_the_server_drops_the_dial_of_a_stream_the_client_gave_up_on(
     proxy_and_door: tuple[Address, FlywayServer], blackhole: Address
 ) -> None:
