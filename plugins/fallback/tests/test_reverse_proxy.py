@@ -392,7 +392,9 @@ def _self_signed(folder: Path) -> ssl.SSLContext:
         )
     )
     options = {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
-    return server_ssl(Settings(options=options))
+    context = server_ssl(Settings(options=options))
+    assert context is not None
+    return context
 
 
 async def test_a_door_with_tls_tells_the_site_the_client_came_over_https(

@@ -8,9 +8,11 @@ differs is listed in ``DIFFERENCES`` with the reason, and checked to still diffe
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 from fallback_compare import SITE_PROBES, comparable, same_answers
 from fallback_site import door
 from flyway_fallback import static_files
+from flyway_fallback.static_files import answer as answer_module
 from intermediaries.children import make_workdir
 from intermediaries.site import run_nginx_site
 
@@ -399,6 +402,62 @@ async def test_a_large_file_goes_out_with_sendfile_on_the_stock_loop(
     assert got.hexdigest() == hashlib.sha256(block * (size >> 20)).hexdigest()
     assert asked == [(0, size)]
     assert sum(moved) == size, f"os.sendfile moved {sum(moved)} of {size} bytes"
+
+
+class _CountingWriter:
+    """The answer's writer, with the size of each write kept (``_copy`` only writes)."""
+
+    def __init__(self, writer: Any, sizes: list[int]) -> None:
+        self._writer, self._sizes = writer, sizes
+
+    async def write(self, data: bytes) -> None:
+        self._sizes.append(len(data))
+        await self._writer.write(data)
+
+
+async def test_under_uvloop_a_large_file_goes_out_64_kib_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvloop has no ``loop.sendfile``: the door, on a uvloop loop in a thread of its
+    own, sends the file through ``answer._copy`` (a spy on the real one), in writes of
+    at most 64 KiB, byte for byte. The real command's memory: test_memory_fallback.py."""
+    uvloop = pytest.importorskip("uvloop")
+    root = make_workdir("uvloop")
+    data = os.urandom(8 << 20)
+    (root / "large.bin").write_bytes(data)
+    regions: list[Any] = []
+    sizes: list[int] = []
+    real_copy = answer_module._copy
+
+    async def copy(writer: Any, region: Any) -> None:
+        regions.append(region)
+        await real_copy(_CountingWriter(writer, sizes), region)
+
+    monkeypatch.setattr(answer_module, "_copy", copy)
+    ready: concurrent.futures.Future[tuple[int, type]] = concurrent.futures.Future()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with door(str(root)) as (_, bound):
+            ready.set_result((bound.port, type(asyncio.get_running_loop())))
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=uvloop.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        port, loop_type = await asyncio.wait_for(asyncio.wrap_future(ready), 10)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/large.bin") as response:
+                got = await response.read()
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 10)
+        shutil.rmtree(root, ignore_errors=True)
+    assert loop_type is uvloop.Loop
+    assert got == data
+    assert [(r.offset, r.count) for r in regions] == [(0, len(data))]
+    assert sum(sizes) == len(data) and max(sizes) == 64 << 10
 
 
 async def test_autoindex_lists_as_nginx_does(site_root: Path) -> None:
