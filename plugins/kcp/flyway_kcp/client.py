@@ -1,4 +1,11 @@
-"""The client's end: a connected UDP socket, the hello said until the server answers."""
+"""The client's end: a UDP socket to the server, the hello said until the server answers.
+
+The socket is not connected: a connected one is told of every ICMP error (port unreachable
+while the server restarts), and under uvloop the first such error stops the reader for
+good (libuv stops a poll handle on POLLERR), so the session would hear nothing more. Sent
+with ``sendto``; a datagram from any other address is dropped before it is opened, as the
+kernel would have dropped it for a connected socket.
+"""
 
 from __future__ import annotations
 
@@ -35,13 +42,14 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
     try:
         infos = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
         family, _, _, _, where = infos[0]
-        sock = udp_socket(family, connect=(str(where[0]), int(where[1])))
+        peer: Peer = (str(where[0]), int(where[1]), *where[2:])
+        sock = udp_socket(family)
     except OSError as exc:
         raise DialError(f"cannot reach {server}: {describe_error(exc).lower()}") from None
     master = derive_master_key(password)
     keys = keys_for(master, hello)
     k, m = config.fec
-    output = DatagramOutput(sock, keys.client_sealer(), None, FecEncoder(k, m) if k else None)
+    output = DatagramOutput(sock, keys.client_sealer(), peer, FecEncoder(k, m) if k else None)
     reader: BatchReader | None = None
 
     def closed() -> None:
@@ -59,6 +67,8 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
 
     def on_datagram(data: bytes, address: Peer) -> None:
         nonlocal server_salt, opener
+        if address != peer:
+            return
         prefix = data[:SERVER_SALT_SIZE]
         if opener is None:
             if len(data) < DATAGRAM_OVERHEAD:
@@ -84,8 +94,8 @@ async def dial(server: ServerURL, hello: bytes, password: str, config: KcpConfig
     try:
         async with asyncio.timeout(HELLO_TIMEOUT):
             while not carrier.heard.is_set():
-                with contextlib.suppress(OSError):  # refused (ICMP) or full: try again later
-                    sock.send(first)
+                with contextlib.suppress(OSError):  # the buffer is full: try again later
+                    sock.sendto(first, peer)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(next(pauses)):
                         await carrier.heard.wait()

@@ -64,8 +64,9 @@ def _only_acks(segments: bytes) -> bool:
 class DatagramOutput:
     """The callable ikcp hands each outgoing datagram to; seals it and sends it, never raises.
 
-    ``address`` is None on a connected socket (the client); on the server it is the client's
-    latest authenticated address, so a client whose NAT mapping changed is followed there.
+    ``address`` is the peer's: the server's on the client; on the server the client's latest
+    authenticated address, so a client whose NAT mapping changed is followed there. None
+    sends on a connected socket.
     """
 
     __slots__ = (

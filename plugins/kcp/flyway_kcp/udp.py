@@ -22,10 +22,11 @@ RECV_SIZE = 65536
 Peer = tuple[Any, ...]  # a socket address: (host, port), or IPv6's (host, port, flow, scope)
 
 
-def udp_socket(
-    family: int, *, bind: Peer | None = None, connect: Peer | None = None
-) -> socket.socket:
-    """A non-blocking UDP socket with ``BUFFER``-byte buffers, bound or connected."""
+def udp_socket(family: int, *, bind: Peer | None = None) -> socket.socket:
+    """A non-blocking UDP socket with ``BUFFER``-byte buffers, bound if ``bind`` is given.
+
+    Never connected (see ``flyway_kcp.client``): ICMP errors would stop uvloop's reader.
+    """
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -34,8 +35,6 @@ def udp_socket(
         sock.setblocking(False)
         if bind is not None:
             sock.bind(bind)
-        if connect is not None:
-            sock.connect(connect)
     except BaseException:
         sock.close()
         raise
