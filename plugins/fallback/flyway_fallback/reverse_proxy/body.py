@@ -1,49 +1,42 @@
-"""A request body streamed to the upstream as it arrives, its head sent before its first byte.
+"""A request body sent up a pooled connection as it arrives, after its head.
 
-aiohttp's client holds a request's head back until the first body bytes are
-written (so that small requests leave in one packet). A site answers some
-requests from the head alone (nginx's 413 for a declared length over its limit,
-before any body came): so this payload sends the head at once, then copies the
-client's body in pieces as they come.
+The head leaves first, before any body byte came: a site answers some requests
+from the head alone (nginx's 413 for a declared length over its limit, at once).
+The client's body follows in pieces as they come, chunked again when the client
+chunked it (aiohttp de-chunked it on the way in).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING
 
-from aiohttp import payload
+from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
-    from aiohttp.abc import AbstractStreamWriter
     from aiohttp.streams import StreamReader
 
-__all__ = ["RequestBody"]
+    from flyway_fallback.reverse_proxy.upstream import UpstreamConnection
 
-_PIECE = 1 << 16
+__all__ = ["chunk", "send_body"]
+
+log = logging.getLogger(__name__)
+LAST_CHUNK = b"0\r\n\r\n"
 
 
-class RequestBody(payload.Payload):
-    """The client's body (``StreamReader``), ``size`` bytes (None: chunked up)."""
+def chunk(piece: bytes) -> bytes:
+    """``piece`` framed as one chunk of a chunked body."""
+    return b"%x\r\n%b\r\n" % (len(piece), piece)
 
-    def __init__(self, reader: StreamReader, size: int | None, **kwargs: Any) -> None:
-        super().__init__(reader, **kwargs)
-        self._reader = reader
-        self._size = size
 
-    @property
-    def size(self) -> int | None:
-        return self._size
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a streamed request body is not decoded")
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        writer.send_headers()
-        await writer.drain()
-        while piece := await self._reader.readany():
-            await writer.write(piece)
+async def send_body(connection: UpstreamConnection, body: StreamReader, *, chunked: bool) -> None:
+    """Copy the client's ``body`` up ``connection`` to its end; if either side fails, abort it."""
+    try:
+        while piece := await body.readany():
+            connection.write(chunk(piece) if chunked else piece)
+            await connection.drain()
+        if chunked:
+            connection.write(LAST_CHUNK)
+    except (OSError, HttpProcessingError) as exc:  # the client's body broke, or the site left
+        log.debug("a request body did not reach the site whole: %r", exc)
+        connection.abort()

@@ -25,6 +25,7 @@ __all__ = [
     "HOP_BY_HOP",
     "connection_tokens",
     "door_location",
+    "forward_head",
     "request_head",
     "request_headers",
     "response_headers",
@@ -82,6 +83,43 @@ def request_headers(request: web.BaseRequest, *, upstream_host: str | None) -> C
         kept["Connection"] = "close"  # so the upstream answers as it would the client
     kept.extend(_forwarded(request, client_host))
     return kept
+
+
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no Content-Length: 0 for these
+
+
+def forward_head(
+    request: web.BaseRequest,
+    target: str,
+    *,
+    upstream_host: str | None,
+    site_host: str,
+    length: int | None,
+    chunked: bool = False,
+) -> bytes:
+    """The head to send a pooled connection for ``request``: ``request_headers``' headers.
+
+    Framed as aiohttp's client framed it: ``Host`` first (``site_host``) when the
+    client sent none; ``Content-Length: length`` when the client's headers have
+    none (``length`` None and no body: ``0`` unless the method takes no body), or
+    ``Transfer-Encoding: chunked``; ``Connection: keep-alive`` on HTTP/1.0.
+    """
+    headers = request_headers(request, upstream_host=upstream_host)
+    version = request.version
+    lines = [f"{request.method} {target} HTTP/{version.major}.{version.minor}"]
+    if "Host" not in headers:
+        lines.append(f"Host: {site_host}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif "Content-Length" not in headers:
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        elif request.method not in _BODILESS:
+            lines.append("Content-Length: 0")
+    if version == (1, 0) and "Connection" not in headers:
+        lines.append("Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def request_head(request: web.BaseRequest, target: str, *, upstream_host: str | None) -> bytes:

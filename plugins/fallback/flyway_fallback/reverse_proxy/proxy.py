@@ -1,18 +1,21 @@
 """``-P http(s)://host:port[/prefix]``: every visitor without the password gets the site itself.
 
-Theory of operation. Requests aiohttp parsed go upstream through a pooled
-``aiohttp.ClientSession`` (one per fallback, ``connections`` at most, default
+Theory of operation. Requests aiohttp parsed go upstream on a connection of the
+fallback's ``UpstreamPool`` (``upstream.py``: ``connections`` at most, default
 ``POOL_SIZE``, kept alive; more requests wait for one, so that visitors of the
-site, however many, leave the tunnel most of the server's one core): method,
-target (the prefix before it, nothing re-encoded), version and headers as the
-client sent them but for ``headers.py``'s changes; the body
-streams up from ``request.content`` (or, if a tunnel handler had to read it to
-judge it, from the bytes aiohttp kept), and the answer streams down through a
-``ProxiedResponse``. aiohttp's client adds nothing of its own (no ``User-Agent``,
-``Accept``, ``Accept-Encoding`` or ``Content-Type``; no cookie jar; bodies are not
-decompressed).
+site, however many, leave the tunnel most of the server's one core). The head is
+written here (``headers.forward_head``): method, target (the prefix before it,
+nothing re-encoded), version and headers as the client sent them but for
+``headers.py``'s changes, framed as aiohttp's client framed it, nothing of a
+client's own added (no ``User-Agent``, ``Accept``, ``Accept-Encoding`` or
+``Content-Type``). The body follows: bytes already here (all of it came, or a
+tunnel handler read it to judge it) in the same write, else streamed up from
+``request.content`` as it comes (``body.py``). The answer, parsed by aiohttp's
+parser, streams down through a ``ProxiedResponse``, not decompressed. A pooled
+connection the site closed unseen gets an idempotent request, with nothing
+streamed, sent again once on a new one (as aiohttp's client did).
 
-Some requests the pooled client cannot send as they came: upgrades (WebSocket),
+Some requests the pooled connections cannot carry as they came: upgrades (WebSocket),
 ``CONNECT``, targets that are not a path (``*``, absolute URIs), other HTTP
 versions, HTTP/1.1 without ``Host``, ``Expect: 100-continue`` on a sized body.
 For those, when nothing was pipelined after them and they have no body (or, with
@@ -43,15 +46,17 @@ from collections.abc import Coroutine
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http import HttpVersion
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import StreamReader
 from yarl import URL
 
 from flyway_core import ConfigError
 from flyway_core.frontdoor_handover import claim
 from flyway_core.frontdoor_pages import page
-from flyway_fallback.reverse_proxy.body import RequestBody
-from flyway_fallback.reverse_proxy.headers import door_location, request_head, request_headers
+from flyway_fallback.reverse_proxy.body import send_body
+from flyway_fallback.reverse_proxy.headers import door_location, forward_head, request_head
 from flyway_fallback.reverse_proxy.response import ProxiedResponse
+from flyway_fallback.reverse_proxy.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 from flyway_fallback.splice import Splice
 
 __all__ = ["MAX_SPLICES", "POOL_SIZE", "SEND_TIMEOUT", "ReverseProxyFallback", "Upstream"]
@@ -60,8 +65,9 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT = 60.0  # nginx's send_timeout: a client write that makes no progress for this long
 POOL_SIZE = 8  # connections to the site at once; more requests wait for one (see __init__)
 MAX_SPLICES = 1024  # connections handed over whole at once (more get the door's answer)
-_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-_CHUNK = 1 << 16
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # aiohttp's
+_COALESCE = 1 << 14  # a body up to this size leaves in one write with its head
+_Exchange = tuple[UpstreamConnection, RawResponseMessage, StreamReader, "asyncio.Task[None] | None"]
 
 
 class Upstream:
@@ -107,40 +113,30 @@ class ReverseProxyFallback:
         self.use_upstream_host = use_upstream_host
         self.timeout = timeout
         self.splices = 0  # connections handed over whole, open now
-        self._connector: aiohttp.TCPConnector | None = None
-        self._sessions: dict[HttpVersion, aiohttp.ClientSession] = {}
-        self._ssl: ssl.SSLContext | bool = _client_ssl(verify) if upstream.tls else False
+        self._pool: UpstreamPool | None = None
+        self._ssl = _client_ssl(verify) if upstream.tls else None
 
     def __str__(self) -> str:
         return f"reverse proxy to {self.upstream}"
 
-    def _client(self, version: HttpVersion) -> aiohttp.ClientSession:
-        """The pool's session for requests of ``version`` (both share one connector)."""
-        session = self._sessions.get(version)
-        if session is None:
-            if self._connector is None:
-                self._connector = aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl)
-            session = self._sessions[version] = aiohttp.ClientSession(
-                connector=self._connector,
-                connector_owner=False,
-                version=version,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO,
-                timeout=aiohttp.ClientTimeout(  # connect: the wait for the pool included
-                    total=None, connect=self.timeout, sock_read=self.timeout
-                ),
+    @property
+    def pool(self) -> UpstreamPool:
+        """The connections to the site (made on first use, in the running loop)."""
+        if self._pool is None:
+            self._pool = UpstreamPool(
+                self.upstream.host,
+                self.upstream.port,
+                ssl=self._ssl,
+                size=self.connections,
+                timeout=self.timeout,
             )
-        return session
+        return self._pool
 
     async def close(self) -> None:
-        """Close the pool (its sessions and their connections)."""
-        sessions, self._sessions = self._sessions, {}
-        for session in sessions.values():
-            await session.close()
-        if self._connector is not None:
-            await self._connector.close()
-            self._connector = None
+        """Close the pool's connections."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     @property
     def _host(self) -> str | None:
@@ -166,50 +162,117 @@ class ReverseProxyFallback:
         return await self._forward(request)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
-        url = self.upstream.url.with_path("", encoded=True)
-        url = URL(str(url) + self.upstream.target(request.raw_path), encoded=True)
-        data: object = None
+        target = self.upstream.target(request.raw_path)
+        body: bytes | StreamReader | None = None
         if request.body_exists:
-            if request.can_read_body:
-                data = RequestBody(request.content, request.content_length)
-            else:  # a tunnel handler read it to judge it; aiohttp kept the bytes
-                data = await request.read()
+            if not request.can_read_body:  # a tunnel handler read it to judge it; aiohttp kept it
+                body = await request.read()
+            elif request.content.is_eof():  # all here already: no need to stream it
+                body = request.content.read_nowait()
+            else:
+                body = request.content
+        chunked = isinstance(body, StreamReader) and request.content_length is None
+        head = forward_head(
+            request,
+            target,
+            upstream_host=self._host,
+            site_host=self.upstream.host_header,
+            length=len(body) if isinstance(body, bytes) else None,
+            chunked=chunked,
+        )
+        if isinstance(body, bytes) and len(body) < _COALESCE:
+            head, body = head + body, None  # one write, as aiohttp's client coalesces
         try:
-            upstream = await self._client(request.version).request(
-                request.method,
-                url,
-                headers=request_headers(request, upstream_host=self._host),
-                data=data,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            exchange = await self._ask(request.method, head, body, chunked=chunked)
+        except TimeoutError:
             return page(504, request)
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             log.debug("the upstream %s failed: %r", self.upstream, exc)
             return page(502, request)
-        async with upstream:
+        connection, message, payload, upload = exchange
+        reuse = False
+        try:
             host, port = self.upstream.host, self.upstream.port
             response = ProxiedResponse(
-                upstream,
+                message,
+                payload,
                 client_keeps_alive=request.keep_alive,
                 location=lambda value: door_location(value, request, host, port),
             )
             await response.prepare(request)
             try:
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    await self._send(response.write(chunk), request)
+                while piece := await payload.readany():
+                    await self._send(response.write(piece), response, len(piece), request)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("the upstream %s failed mid-answer: %r", self.upstream, exc)
                 if request.transport is not None:
                     request.transport.close()
                 raise ConnectionResetError("the upstream failed mid-answer") from None
-            await self._send(response.write_eof(), request)
+            reuse = upload is None or upload.done()
+            await self._send(response.write_eof(), response, 0, request)
+        finally:
+            if upload is not None and not upload.done():
+                upload.cancel()  # the site answered before the body's end: not reused
+                await asyncio.wait([upload])
+            self.pool.release(connection, reuse=connection.finished() and reuse)
         return response
 
-    async def _send(self, write: Coroutine[object, object, None], request: web.Request) -> None:
-        """Await ``write`` to the client; one stuck ``send_timeout`` closes the client."""
+    async def _ask(
+        self, method: str, head: bytes, body: bytes | StreamReader | None, *, chunked: bool
+    ) -> _Exchange:
+        """Send a request on a pooled connection; return it, the answer's head and body reader.
+
+        A connection the site closed while it sat in the pool is found out only
+        now: when nothing of the answer came and the body can be sent again, the
+        request is sent once more on a new connection (as aiohttp's client does,
+        for the methods it may repeat).
+        """
+        retry = not isinstance(body, StreamReader) and method in _IDEMPOTENT
+        connection = await self.pool.acquire()
+        while True:
+            upload: asyncio.Task[None] | None = None
+            reused = connection.requests > 0
+            try:
+                answer = connection.send(method, head)
+                if isinstance(body, bytes):
+                    connection.write(body)
+                elif body is not None:
+                    upload = asyncio.create_task(send_body(connection, body, chunked=chunked))
+                message, payload = await answer
+            except UpstreamClosed:
+                if upload is not None:
+                    upload.cancel()
+                    await asyncio.wait([upload])
+                connection.finished()
+                self.pool.release(connection, reuse=False)
+                if not (retry and reused and not connection.received):
+                    raise
+                retry = False
+                connection = await self.pool.acquire(fresh=True)
+                continue
+            except BaseException:
+                if upload is not None:
+                    upload.cancel()
+                    await asyncio.wait([upload])
+                connection.finished()
+                self.pool.release(connection, reuse=False)
+                raise
+            return connection, message, payload, upload
+
+    async def _send(
+        self,
+        write: Coroutine[object, object, None],
+        response: ProxiedResponse,
+        size: int,
+        request: web.Request,
+    ) -> None:
+        """Await ``write`` to the client; one stuck ``send_timeout`` closes the client.
+
+        The timer is armed only when the write can wait (``response.can_wait``).
+        """
+        if not response.can_wait(size):
+            await write
+            return
         try:
             async with asyncio.timeout(self.send_timeout):
                 await write
@@ -233,7 +296,7 @@ class ReverseProxyFallback:
                     lambda: splice.upstream,
                     self.upstream.host,
                     self.upstream.port,
-                    ssl=self._ssl or None,
+                    ssl=self._ssl,
                     server_hostname=self.upstream.host if self.upstream.tls else None,
                 )
         except (TimeoutError, OSError) as exc:

@@ -20,10 +20,14 @@ from aiohttp import web
 from flyway_fallback.reverse_proxy.headers import connection_tokens, response_headers
 
 if TYPE_CHECKING:
-    import aiohttp
     from aiohttp.abc import AbstractStreamWriter
+    from aiohttp.http_parser import RawResponseMessage
+    from aiohttp.streams import StreamReader
 
 __all__ = ["ProxiedResponse"]
+
+
+_FRAMING = 64  # a chunk's size line and end, the framing headers: an upper bound
 
 
 def _has_no_body(method: str, status: int) -> bool:
@@ -31,32 +35,38 @@ def _has_no_body(method: str, status: int) -> bool:
 
 
 class ProxiedResponse(web.StreamResponse):
-    """Writes ``upstream``'s head verbatim (but ``Connection``) and then what ``write`` gets."""
+    """Writes the upstream's head (``message``) verbatim but ``Connection``, then its body."""
 
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        message: RawResponseMessage,
+        body: StreamReader,
         *,
         client_keeps_alive: bool,
         location: Callable[[str], str] = lambda value: value,
     ) -> None:
         # bytes of the body are here already: the head goes out with them, in one write
-        self._body_ready = upstream.content.total_bytes > 0
-        super().__init__(status=upstream.status, reason=upstream.reason)
-        self._upstream_headers = response_headers(upstream.raw_headers)
+        self._body_ready = body.total_bytes > 0
+        super().__init__(status=message.code, reason=message.reason)
+        self._upstream_headers = response_headers(message.raw_headers)
         if "Location" in self._upstream_headers:
             self._upstream_headers["Location"] = location(self._upstream_headers["Location"])
         tokens = connection_tokens(self._upstream_headers.getall("Connection", []))
-        major, minor = upstream.version or (1, 1)
-        self._status_line = f"HTTP/{major}.{minor} {upstream.status} "
-        self._status_line += upstream.reason or ""
-        chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+        major, minor = message.version
+        self._status_line = f"HTTP/{major}.{minor} {message.code} {message.reason}"
+        chunked = message.chunked
         framed = chunked or "Content-Length" in self._upstream_headers
         self._chunked = chunked
         self._keeps = client_keeps_alive and "close" not in tokens
         self._framed = framed
         self._out: AbstractStreamWriter | None = None
         self._no_body = False
+        self._high: int | None = None
+        self._head_size = 0  # what of the head leaves with the first body bytes
+        if self._body_ready:
+            self._head_size = len(self._status_line) + sum(
+                len(name) + len(value) + 4 for name, value in self._upstream_headers.items()
+            )
 
     @property
     def keep_alive(self) -> bool:
@@ -91,3 +101,24 @@ class ProxiedResponse(web.StreamResponse):
         if self._out is not None and not self._eof_sent:
             self._eof_sent = True
             await self._out.write_eof(b"" if self._no_body else data)
+
+    def can_wait(self, size: int) -> bool:
+        """Whether writing ``size`` more bytes may have to wait for the client.
+
+        That is when the transport's buffer would go over its high-water mark
+        (or is still draining from there): only then is a send timeout worth a timer.
+        """
+        out = self._out
+        transport = out.transport if out is not None else None
+        if transport is None:
+            return False
+        if self._high is None:
+            try:
+                self._high = transport.get_write_buffer_limits()[1]
+            except (AttributeError, NotImplementedError):  # a transport without the call
+                self._high = 0
+        protocol = getattr(out, "protocol", None)
+        if protocol is not None and protocol.writing_paused:
+            return True
+        size, self._head_size = size + self._head_size, 0
+        return transport.get_write_buffer_size() + size + _FRAMING > self._high

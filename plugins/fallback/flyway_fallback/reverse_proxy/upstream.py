@@ -1,0 +1,319 @@
+"""The reverse proxy's connections to the site: a pool of raw HTTP/1.x connections, kept alive.
+
+Theory of operation. ``UpstreamPool`` holds at most ``size`` connections open to
+the site; a request takes one (an idle one if there is one, else a new one), or
+waits for one to come free, ``timeout`` at most for both the wait and the connect.
+An ``UpstreamConnection`` is an asyncio protocol: the proxy writes a request's
+head and body to it itself (``send``, ``write``) and gets back a future of the
+answer's head; the answer is parsed by aiohttp's own ``HttpResponseParser`` (the
+llhttp one when built), fed from ``data_received`` as aiohttp's ``ResponseHandler``
+feeds it, which hands over the head and a ``StreamReader`` of the body (flow
+controlled: a full reader pauses the socket). Interim answers (1xx) are skipped,
+as aiohttp's client skips them. The site not answering for ``timeout`` between
+two reads fails the head (or the body) with ``UpstreamTimeout``; it closing first
+fails them with ``UpstreamClosed`` (a body fails with aiohttp's payload error when
+it came short of its length); an answer the parser refuses, with
+``UpstreamBroken``. A connection goes back to the pool only when its answer was
+read whole and neither side said ``close``; one the site closed while idle leaves
+the pool at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+from aiohttp import ClientPayloadError
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+
+__all__ = [
+    "KEEPALIVE",
+    "UpstreamBroken",
+    "UpstreamClosed",
+    "UpstreamConnection",
+    "UpstreamPool",
+    "UpstreamTimeout",
+]
+
+KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout)
+_LIMIT = 1 << 16  # a body reader pauses the socket over twice this (aiohttp's read_bufsize)
+_NO_BODY = frozenset({204, 304})
+
+Answer = tuple[RawResponseMessage, StreamReader]
+
+
+class UpstreamClosed(ConnectionError):
+    """The site closed the connection before its answer's head."""
+
+
+class UpstreamBroken(ConnectionError):
+    """The site's answer is not HTTP that aiohttp's parser takes."""
+
+
+class UpstreamTimeout(TimeoutError):
+    """The site sent nothing for the read timeout."""
+
+
+class UpstreamConnection(BaseProtocol):
+    """One connection to the site: requests written out, answers parsed as they come."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        on_lost: Callable[[UpstreamConnection], None],
+    ) -> None:
+        super().__init__(loop)
+        self._timeout = timeout
+        self._on_lost = on_lost
+        self._answer: asyncio.Future[Answer] | None = None
+        self._payload: StreamReader | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
+        self.reusable = True  # nobody said close, nothing went wrong
+        self.received = False  # a byte of the current answer came
+        self.requests = 0  # sent on this connection so far
+        self.idle_since = 0.0
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    # --- the proxy's side -----------------------------------------------------------------
+
+    def send(self, method: str, head: bytes) -> asyncio.Future[Answer]:
+        """Write a request's head; return the future of the answer's head and body reader."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise UpstreamClosed("the site closed the connection")
+        self._parser = HttpResponseParser(
+            self,
+            self._loop,
+            _LIMIT,
+            payload_exception=ClientPayloadError,
+            response_with_body=method != "HEAD",
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+        self._answer = answer = self._loop.create_future()
+        self._payload = None
+        self.received = False
+        self.requests += 1
+        transport.write(head)
+        self._last_read = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._last_read + self._timeout, self._on_timer)
+        return answer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write request body bytes (framed by the caller)."""
+        if self.transport is None or self.transport.is_closing():
+            raise UpstreamClosed("the site closed the connection")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the site took enough of what was written (when over the high-water mark)."""
+        if self._paused:
+            await self._drain_helper()
+
+    def finished(self) -> bool:
+        """End the exchange; whether the connection may carry another request."""
+        self._drop_timer()
+        self._parser = None
+        self._answer = None
+        payload, self._payload = self._payload, None
+        whole = payload is None or (payload.is_eof() and payload.exception() is None)
+        transport = self.transport
+        return self.reusable and whole and transport is not None and not transport.is_closing()
+
+    def close(self) -> None:
+        """Close the connection (what was written still leaves)."""
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close the connection at once: the exchange on it fails."""
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self._last_read = self._loop.time()
+            self.received = True
+        parser = self._parser
+        if parser is None:  # bytes nobody asked for (or after a failure): done with it
+            if data:
+                self._fail(UpstreamClosed("the site sent bytes unasked"))
+            return
+        try:
+            messages, upgraded, _ = parser.feed_data(data)
+        except HttpProcessingError as exc:  # a site that breaks HTTP
+            self._fail(UpstreamBroken(f"the site's answer broke HTTP: {exc!r}"))
+            return
+        for message, payload in messages:
+            if message.should_close:
+                self.reusable = False
+            if 100 <= message.code < 200 and message.code != 101:
+                continue  # interim: the final answer follows
+            answer = self._answer
+            if answer is None or answer.done():
+                self.reusable = False  # a second answer to one request
+                continue
+            if message.code in _NO_BODY:
+                payload = EMPTY_PAYLOAD
+            self._payload = payload
+            payload.on_eof(self._drop_timer)  # at once if it is over already
+            answer.set_result((message, payload))
+        if upgraded:
+            self.reusable = False
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._last_read = self._loop.time()  # the pause was ours, not the site's
+        super().resume_reading(resume_parser)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.reusable = False
+        self._drop_timer()
+        parser, self._parser = self._parser, None
+        payload = self._payload
+        if parser is not None:
+            try:
+                parser.feed_eof()  # a body read until the close ends here
+            except HttpProcessingError as short:  # came short of its length or its last chunk
+                if payload is not None:
+                    payload.set_exception(ClientPayloadError(f"the site's answer broke: {short!r}"))
+        reason = UpstreamClosed(f"the site closed the connection ({exc!r})")
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(reason)
+        elif payload is not None and not payload.is_eof():
+            payload.set_exception(reason)
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._on_lost(self)
+
+    # --- inside ---------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        self.reusable = False
+        self._drop_timer()
+        self._parser = None
+        answer, payload = self._answer, self._payload
+        if answer is not None and not answer.done():
+            answer.set_exception(exc)
+        elif payload is not None:
+            payload.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_timer(self) -> None:
+        """Fail the exchange if the site sent nothing for the timeout (checked lazily)."""
+        self._timer = None
+        now = self._loop.time()
+        if self._reading_paused:  # our reader is full: not the site's slowness
+            self._last_read = now
+        due = self._last_read + self._timeout
+        if now < due:
+            self._timer = self._loop.call_at(due, self._on_timer)
+            return
+        self._fail(UpstreamTimeout(f"the site sent nothing for {self._timeout} s"))
+
+    def _drop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class UpstreamPool:
+    """At most ``size`` connections to ``host:port`` (TLS with ``ssl``), reused while alive."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: ssl.SSLContext | None,
+        size: int,
+        timeout: float,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._ssl = ssl
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[UpstreamConnection] = []  # the last one in is the first out
+        self._open: set[UpstreamConnection] = set()
+
+    @property
+    def open(self) -> int:
+        """How many connections to the site are open now."""
+        return len(self._open)
+
+    async def acquire(self, *, fresh: bool = False) -> UpstreamConnection:
+        """Take a connection (``fresh``: a new one); wait ``timeout`` at most for a slot and it.
+
+        Raises ``TimeoutError`` when that took too long, ``OSError`` when the site
+        cannot be reached.
+        """
+        now = asyncio.get_running_loop().time()
+        idle = self._idle
+        if (
+            not fresh
+            and idle
+            and not self._slots.locked()
+            and now - idle[-1].idle_since < KEEPALIVE
+        ):
+            await self._slots.acquire()  # a free slot: this does not wait
+            return idle.pop()
+        async with asyncio.timeout(self._timeout):
+            await self._slots.acquire()
+            try:
+                while self._idle and not fresh:
+                    connection = self._idle.pop()
+                    if now - connection.idle_since < KEEPALIVE:
+                        return connection
+                    connection.close()
+                return await self._connect()
+            except BaseException:
+                self._slots.release()
+                raise
+
+    def release(self, connection: UpstreamConnection, *, reuse: bool) -> None:
+        """Give ``connection`` back: kept for the next request if ``reuse``, else closed."""
+        self._slots.release()
+        if reuse and connection in self._open:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def close(self) -> None:
+        """Close every connection and wait (briefly) until they are gone."""
+        connections = list(self._open)
+        self._idle.clear()
+        for connection in connections:
+            connection.close()
+        if connections:
+            await asyncio.wait([c.lost for c in connections], timeout=1.0)
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: UpstreamConnection(loop, self._timeout, self._forget),
+            self.host,
+            self.port,
+            ssl=self._ssl,
+            server_hostname=self.host if self._ssl is not None else None,
+        )
+        self._open.add(connection)
+        return connection
+
+    def _forget(self, connection: UpstreamConnection) -> None:
+        self._open.discard(connection)
+        if connection in self._idle:
+            self._idle.remove(connection)
