@@ -202,3 +202,40 @@ async def test_a_killed_server_fails_the_clients_connection_within_t_and_a_new_o
     assert len(ended) == 1
     assert f"nothing received for {IDLE:g} s" in ended[0]
     assert not [line for line in after if "no answer" in line]
+
+
+async def test_a_target_that_ends_its_side_first_still_hears_the_client_out() -> None:
+    """Server-side half-close: the target sends, ends its side, then reads the client's."""
+    heard: asyncio.Queue[str] = asyncio.Queue()  # per connection: the hash of what it read
+    told = os.urandom(300_000)
+
+    async def speak_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(told)
+        writer.write_eof()  # the target's side ends; the client's stays open
+        heard.put_nowait(hashlib.sha256(await reader.read()).hexdigest())
+        writer.close()
+
+    target = await asyncio.start_server(speak_first, "127.0.0.1", 0)
+    target_port = target.sockets[0].getsockname()[1]
+    server_port, local_port = _server_port(), free_port()
+    try:
+        async with _flyways() as started:
+            await _start(started, f"127.0.0.1:{server_port}", port=server_port)
+            relay = LossyUdpRelay(("127.0.0.1", server_port), up=LOSSY, down=LOSSY, seed=13)
+            async with relay:
+                forward = f"{local_port}:127.0.0.1:{target_port}"
+                await _start(
+                    started, "-K", "-L", forward, f"127.0.0.1:{relay.port}", port=local_port
+                )
+                reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+                answer = os.urandom(300_000)
+                async with asyncio.timeout(30):
+                    assert await reader.read() == told  # all of it, then EOF
+                    writer.write(answer)  # after the target's EOF: still carried
+                    writer.write_eof()
+                    digest = hashlib.sha256(answer).hexdigest()
+                    while await heard.get() != digest:  # -L's readiness probe came first
+                        pass
+                writer.close()
+    finally:
+        target.close()
