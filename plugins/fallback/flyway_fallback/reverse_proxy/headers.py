@@ -44,6 +44,9 @@ HOP_BY_HOP = frozenset(
 )
 _DROPPED = HOP_BY_HOP | {"expect"}
 _FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+# What ``Connection`` may never take away: the framing and the Host. A client naming
+# Content-Length there must not make the site read its body as the next request.
+_NOT_NAMEABLE = frozenset({"content-length", "transfer-encoding", "host"})
 
 
 def connection_tokens(values: Iterable[str]) -> set[str]:
@@ -66,13 +69,16 @@ def _forwarded(request: web.BaseRequest, host: str | None) -> list[tuple[str, st
 
 
 def request_headers(request: web.BaseRequest, *, upstream_host: str | None) -> CIMultiDict[str]:
-    """The headers to send upstream for ``request`` (``upstream_host``: replace ``Host``)."""
-    named = connection_tokens(request.headers.getall("Connection", []))
+    """The headers to send upstream for ``request`` (``upstream_host``: replace ``Host``).
+
+    No ``Content-Length``: the framing is ``forward_head``'s, from what aiohttp parsed.
+    """
+    named = connection_tokens(request.headers.getall("Connection", [])) - _NOT_NAMEABLE
     client_host = request.headers.get("Host")
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in _decoded(request.raw_headers):
         lower = name.lower()
-        if lower in _DROPPED or lower in named or lower in _FORWARDED:
+        if lower in _DROPPED or lower in named or lower in _FORWARDED or lower == "content-length":
             continue
         if lower == "host" and upstream_host is not None:
             value = upstream_host
@@ -99,10 +105,10 @@ def forward_head(
 ) -> bytes:
     """The head to send a pooled connection for ``request``: ``request_headers``' headers.
 
-    Framed as aiohttp's client framed it: ``Host`` first (``site_host``) when the
-    client sent none; ``Content-Length: length`` when the client's headers have
-    none (``length`` None and no body: ``0`` unless the method takes no body), or
-    ``Transfer-Encoding: chunked``; ``Connection: keep-alive`` on HTTP/1.0.
+    The framing is what aiohttp parsed, never a header of the client's: ``Content-Length:
+    length`` (the body's length; ``None`` for no body: ``0`` unless the method takes
+    none), or ``Transfer-Encoding: chunked``. ``Host`` first (``site_host``) when the
+    client sent none, and ``Connection: keep-alive`` on HTTP/1.0, as aiohttp's client.
     """
     headers = request_headers(request, upstream_host=upstream_host)
     version = request.version
@@ -112,11 +118,10 @@ def forward_head(
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
-    elif "Content-Length" not in headers:
-        if length is not None:
-            lines.append(f"Content-Length: {length}")
-        elif request.method not in _BODILESS:
-            lines.append("Content-Length: 0")
+    elif length is not None:
+        lines.append(f"Content-Length: {length}")
+    elif request.method not in _BODILESS:
+        lines.append("Content-Length: 0")
     if version == (1, 0) and "Connection" not in headers:
         lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -151,7 +156,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
     """
     headers = _decoded(raw)
     named = connection_tokens(v for k, v in headers if k.lower() == "connection")
-    named -= {"close", "keep-alive", "upgrade"}
+    named -= {"close", "keep-alive", "upgrade", *_NOT_NAMEABLE}  # the framing stays the site's
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lower = name.lower()

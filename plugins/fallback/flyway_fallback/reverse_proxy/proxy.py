@@ -171,13 +171,16 @@ class ReverseProxyFallback:
                 body = request.content.read_nowait()
             else:
                 body = request.content
-        chunked = isinstance(body, StreamReader) and request.content_length is None
+        length = len(body) if isinstance(body, bytes) else None
+        if isinstance(body, StreamReader):  # framed as the client framed it, as aiohttp parsed it
+            length = request.content_length
+        chunked = isinstance(body, StreamReader) and length is None
         head = forward_head(
             request,
             target,
             upstream_host=self._host,
             site_host=self.upstream.host_header,
-            length=len(body) if isinstance(body, bytes) else None,
+            length=length,
             chunked=chunked,
         )
         if isinstance(body, bytes) and len(body) < _COALESCE:
