@@ -8,7 +8,6 @@ for the 502 and 504 pages; curl sends ``Expect: 100-continue``.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import os
 import shutil
@@ -21,10 +20,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fallback_compare import comparable, same_answers
 from fallback_site import door
 from flyway_fallback import reverse_proxy
@@ -32,6 +27,7 @@ from intermediaries.proxies import run_nginx
 
 from flyway_core import ConfigError, Settings
 from flyway_core.testing import free_port
+from flyway_core.testing.certs import self_signed
 from flyway_core.testing.probes import Answer, Probe, answer
 from flyway_core.tls import server_ssl
 
@@ -370,28 +366,8 @@ async def test_hop_by_hop_headers_of_the_sites_answer_stay_behind() -> None:
 
 
 def _self_signed(folder: Path) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flyway proxy test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    options = {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+    cert, key = self_signed(folder, "flyway proxy test")
+    options = {"cert": str(cert), "key": str(key)}
     context = server_ssl(Settings(options=options))
     assert context is not None
     return context
