@@ -3,7 +3,8 @@
 The head leaves first, before any body byte came: a site answers some requests
 from the head alone (nginx's 413 for a declared length over its limit, at once).
 The client's body follows in pieces as they come, chunked again when the client
-chunked it (aiohttp de-chunked it on the way in).
+chunked it (aiohttp de-chunked it on the way in). When all of it went up, the site's read
+timeout starts (``UpstreamConnection.sent``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ async def send_body(connection: UpstreamConnection, body: StreamReader, *, chunk
             await connection.drain()
         if chunked:
             connection.write(LAST_CHUNK)
+        connection.sent()
     except (OSError, HttpProcessingError) as exc:  # the client's body broke, or the site left
         log.debug("a request body did not reach the site whole: %r", exc)
         connection.abort()

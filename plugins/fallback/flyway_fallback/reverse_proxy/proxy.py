@@ -237,10 +237,12 @@ class ReverseProxyFallback:
             reused = connection.requests > 0
             try:
                 answer = connection.send(method, head)
-                if isinstance(body, bytes):
-                    connection.write(body)
-                elif body is not None:
+                if isinstance(body, StreamReader):
                     upload = asyncio.create_task(send_body(connection, body, chunked=chunked))
+                else:
+                    if body:
+                        connection.write(body)
+                    connection.sent()
                 message, payload = await answer
             except UpstreamClosed:
                 if upload is not None:

@@ -9,7 +9,13 @@ answer's head; the answer is parsed by aiohttp's own ``HttpResponseParser`` (the
 llhttp one when built), fed from ``data_received`` as aiohttp's ``ResponseHandler``
 feeds it, which hands over the head and a ``StreamReader`` of the body (flow
 controlled: a full reader pauses the socket). Interim answers (1xx) are skipped,
-as aiohttp's client skips them. The site not answering for ``timeout`` between
+as aiohttp's client skips them.
+The read timer starts once the request was sent whole (``sent``, as nginx's
+``proxy_read_timeout``): a client's slow upload is the door's body timeout's
+business, not the site's; an answer the site sends earlier is still taken at
+once, and from its first byte the timer runs. While the body is going up, a site
+that takes none of it for ``timeout`` fails it too (``drain``: nginx's
+``proxy_send_timeout``). The site not answering for ``timeout`` between
 two reads fails the head (or the body) with ``UpstreamTimeout``; it closing first
 fails them with ``UpstreamClosed`` (a body fails with aiohttp's payload error when
 it came short of its length); an answer the parser refuses, with
@@ -83,7 +89,10 @@ class UpstreamConnection(BaseProtocol):
     # --- the proxy's side -----------------------------------------------------------------
 
     def send(self, method: str, head: bytes) -> asyncio.Future[Answer]:
-        """Write a request's head; return the future of the answer's head and body reader."""
+        """Write a request's head; return the future of the answer's head and body reader.
+
+        The read timer waits for ``sent`` (or the answer's first byte).
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the site closed the connection")
@@ -101,10 +110,12 @@ class UpstreamConnection(BaseProtocol):
         self.received = False
         self.requests += 1
         transport.write(head)
-        self._last_read = self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._last_read + self._timeout, self._on_timer)
         return answer
+
+    def sent(self) -> None:
+        """Say the request went out whole: the site's read timeout starts now."""
+        self._last_read = self._loop.time()
+        self._arm()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write request body bytes (framed by the caller)."""
@@ -113,9 +124,19 @@ class UpstreamConnection(BaseProtocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until the site took enough of what was written (when over the high-water mark)."""
-        if self._paused:
-            await self._drain_helper()
+        """Wait until the site took enough of what was written (when over the high-water mark).
+
+        A site that takes nothing for ``timeout`` fails the exchange with ``UpstreamTimeout``.
+        """
+        if not self._paused:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._drain_helper()
+        except TimeoutError:
+            reason = UpstreamTimeout(f"the site took none of the body for {self._timeout} s")
+            self._fail(reason)
+            raise reason from None
 
     def finished(self) -> bool:
         """End the exchange; whether the connection may carry another request."""
@@ -145,6 +166,7 @@ class UpstreamConnection(BaseProtocol):
         if data:
             self._last_read = self._loop.time()
             self.received = True
+            self._arm()  # an answer before the body's end: the site is talking now
         parser = self._parser
         if parser is None:  # bytes nobody asked for (or after a failure): done with it
             if data:
@@ -222,6 +244,16 @@ class UpstreamConnection(BaseProtocol):
             self._timer = self._loop.call_at(due, self._on_timer)
             return
         self._fail(UpstreamTimeout(f"the site sent nothing for {self._timeout} s"))
+
+    def _arm(self) -> None:
+        """Start the read timer, unless it runs or the answer came whole (or none is due)."""
+        payload = self._payload
+        if (
+            self._timer is None
+            and self._answer is not None
+            and not (payload is not None and payload.is_eof())
+        ):
+            self._timer = self._loop.call_at(self._last_read + self._timeout, self._on_timer)
 
     def _drop_timer(self) -> None:
         if self._timer is not None:

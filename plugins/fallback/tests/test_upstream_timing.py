@@ -1,0 +1,111 @@
+"""``-P http://``'s clocks: whose slowness each timeout is for, and what a slow peer can hold.
+
+The site's read timeout starts once the request went up whole (nginx's
+``proxy_read_timeout``): a client uploading slowly is the door's body timeout's
+business. The sites are real aiohttp or asyncio servers on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from fallback_site import door
+
+
+@contextlib.asynccontextmanager
+async def reading_site() -> AsyncIterator[int]:
+    """An aiohttp site that reads each body whole, then says how long it was."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(text=f"{request.path} got {len(await request.read())} bytes")
+
+    runner = web.AppRunner(web.Application(client_max_size=16 << 20))
+    runner.app.router.add_route("*", "/{tail:.*}", handle)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_site(serve: Serve) -> AsyncIterator[int]:
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await serve(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        return head, await reader.readexactly(length)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_slow_upload_is_not_the_sites_slowness(chunked: bool) -> None:
+    """2 MiB at once (over what the HTTP POST transport reads to judge and the buffer),
+    then 9 bytes over 1.35 s, with a read timeout of 0.5 s: a 200."""
+    first = b"f" * (2 << 20)
+    async with reading_site() as site:
+        async with door(f"http://127.0.0.1:{site}", reverse_proxy_timeout=0.5) as (_, bound):
+            reader, writer = await asyncio.open_connection("127.0.0.1", bound.port)
+            framing = (
+                b"Transfer-Encoding: chunked"
+                if chunked
+                else b"Content-Length: %d" % (len(first) + 9)
+            )
+            writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\n%b\r\n\r\n" % framing)
+            writer.write(b"%x\r\n%b\r\n" % (len(first), first) if chunked else first)
+            for _ in range(9):
+                await asyncio.sleep(0.15)
+                writer.write(b"1\r\nx\r\n" if chunked else b"x")
+            if chunked:
+                writer.write(b"0\r\n\r\n")
+            head, body = await _read_answer(reader)
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    assert body == b"/up got %d bytes" % (len(first) + 9)
+
+
+async def test_a_site_that_takes_no_body_and_says_nothing_gets_504() -> None:
+    """The read timer waits for the body's end, so the send side has its own (nginx's
+    ``proxy_send_timeout``): a site that reads nothing of an 8 MiB upload is given up."""
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(10)
+
+    async with raw_site(deaf) as site:
+        async with door(f"http://127.0.0.1:{site}", reverse_proxy_timeout=0.5) as (_, bound):
+            reader, writer = await asyncio.open_connection("127.0.0.1", bound.port)
+            size = 8 << 20
+            writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            start = time.perf_counter()
+            writer.write(b"u" * size)
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 504"), head
+    assert time.perf_counter() - start < 3
