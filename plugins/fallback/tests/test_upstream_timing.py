@@ -2,7 +2,9 @@
 
 The site's read timeout starts once the request went up whole (nginx's
 ``proxy_read_timeout``): a client uploading slowly is the door's body timeout's
-business. The sites are real aiohttp or asyncio servers on
+business. Small bodies are read before a pooled connection is taken (nginx's
+``proxy_request_buffering``), so clients that declare a body and send nothing
+hold no connection to the site. The sites are real aiohttp or asyncio servers on
 127.0.0.1.
 """
 
@@ -16,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from fallback_site import door
+
+from flyway_core.testing.probes import Probe, answer
 
 
 @contextlib.asynccontextmanager
@@ -109,3 +113,23 @@ async def test_a_site_that_takes_no_body_and_says_nothing_gets_504() -> None:
             writer.close()
     assert head.startswith(b"HTTP/1.1 504"), head
     assert time.perf_counter() - start < 3
+
+
+async def test_clients_that_declare_a_body_and_send_nothing_hold_no_connection() -> None:
+    async with reading_site() as site:
+        spec = f"http://127.0.0.1:{site}"
+        async with door(spec, reverse_proxy_connections=2, reverse_proxy_timeout=1.0) as (_, b):
+            holders = [await asyncio.open_connection("127.0.0.1", b.port) for _ in range(4)]
+            for _, writer in holders:
+                writer.write(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            await asyncio.sleep(0.2)
+            probe = Probe("bystander", b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            bystander = await answer(b.port, probe, limit=3)
+            for _, writer in holders:  # and their bodies, when they come, go up whole
+                writer.write(b"0123456789")
+            answers = [await _read_answer(reader) for reader, _ in holders]
+            for _, writer in holders:
+                writer.close()
+    assert [r.status for r in bystander.responses] == [200]
+    assert bystander.elapsed < 0.5
+    assert [body for _, body in answers] == [b"/form got 10 bytes"] * 4

@@ -1,9 +1,13 @@
 """A request body sent up a pooled connection as it arrives, after its head.
 
-The head leaves first, before any body byte came: a site answers some requests
-from the head alone (nginx's 413 for a declared length over its limit, at once).
-The client's body follows in pieces as they come, chunked again when the client
-chunked it (aiohttp de-chunked it on the way in). When all of it went up, the site's read
+Bodies up to ``BUFFER`` bytes are read whole before the request takes a pooled
+connection (``proxy.py``: nginx's ``proxy_request_buffering``), and so are the
+first ``BUFFER`` bytes of a chunked one; what is left is streamed from here.
+A body declared over ``BUFFER`` is not waited for: its head leaves first, before
+any body byte came, since a site answers some requests from the head alone
+(nginx's 413 for a declared length over its limit, at once). The client's body
+follows in pieces as they come, chunked again when the client chunked it
+(aiohttp de-chunked it on the way in). When all of it went up, the site's read
 timeout starts (``UpstreamConnection.sent``).
 """
 
@@ -19,10 +23,11 @@ if TYPE_CHECKING:
 
     from flyway_fallback.reverse_proxy.upstream import UpstreamConnection
 
-__all__ = ["chunk", "send_body"]
+__all__ = ["BUFFER", "chunk", "send_body"]
 
 log = logging.getLogger(__name__)
 LAST_CHUNK = b"0\r\n\r\n"
+BUFFER = 1 << 16  # a request body read before a pooled connection is taken, at most
 
 
 def chunk(piece: bytes) -> bytes:
@@ -30,12 +35,19 @@ def chunk(piece: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(piece), piece)
 
 
-async def send_body(connection: UpstreamConnection, body: StreamReader, *, chunked: bool) -> None:
-    """Copy the client's ``body`` up ``connection`` to its end; if either side fails, abort it."""
+async def send_body(
+    connection: UpstreamConnection, body: StreamReader, *, chunked: bool, first: bytes = b""
+) -> None:
+    """Copy ``first``, then the client's ``body``, up ``connection`` to its end.
+
+    If either side fails, abort the connection.
+    """
     try:
-        while piece := await body.readany():
+        piece = first
+        while piece or (piece := await body.readany()):
             connection.write(chunk(piece) if chunked else piece)
             await connection.drain()
+            piece = b""
         if chunked:
             connection.write(LAST_CHUNK)
         connection.sent()

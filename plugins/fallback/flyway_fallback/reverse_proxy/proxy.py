@@ -8,10 +8,14 @@ written here (``headers.forward_head``): method, target (the prefix before it,
 nothing re-encoded), version and headers as the client sent them but for
 ``headers.py``'s changes, framed as aiohttp's client framed it, nothing of a
 client's own added (no ``User-Agent``, ``Accept``, ``Accept-Encoding`` or
-``Content-Type``). The body follows: bytes already here (all of it came, or a
-tunnel handler read it to judge it) in the same write, else streamed up from
-``request.content`` as it comes (``body.py``). The answer, parsed by aiohttp's
-parser, streams down through a ``ProxiedResponse``, not decompressed. A pooled
+``Content-Type``). A body up to ``body.BUFFER`` (64 KiB) is read whole before a
+pooled connection is taken (nginx's ``proxy_request_buffering``), so slow
+uploads hold no connection to the site; a chunked one as far as that, a declared
+longer one (or a chunked one after an ``Expect``) not at all (``_buffered``).
+The body follows the head: bytes already here in the same write, the rest
+streamed up from ``request.content`` as it comes (``body.py``). The answer,
+parsed by aiohttp's parser, streams down through a ``ProxiedResponse``, not
+decompressed. A pooled
 connection the site closed unseen gets an idempotent request, with nothing
 streamed, sent again once on a new one (as aiohttp's client did).
 
@@ -46,6 +50,7 @@ from collections.abc import Coroutine
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 from yarl import URL
@@ -53,7 +58,7 @@ from yarl import URL
 from flyway_core import ConfigError
 from flyway_core.frontdoor_handover import claim
 from flyway_core.frontdoor_pages import page
-from flyway_fallback.reverse_proxy.body import send_body
+from flyway_fallback.reverse_proxy.body import BUFFER, send_body
 from flyway_fallback.reverse_proxy.headers import door_location, forward_head, request_head
 from flyway_fallback.reverse_proxy.response import ProxiedResponse
 from flyway_fallback.reverse_proxy.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
@@ -164,13 +169,24 @@ class ReverseProxyFallback:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         target = self.upstream.target(request.raw_path)
         body: bytes | StreamReader | None = None
+        first = b""
         if request.body_exists:
             if not request.can_read_body:  # a tunnel handler read it to judge it; aiohttp kept it
                 body = await request.read()
             elif request.content.is_eof():  # all here already: no need to stream it
                 body = request.content.read_nowait()
             else:
-                body = request.content
+                try:
+                    first, whole = await _buffered(request)
+                except HttpProcessingError as exc:  # a chunked body that broke: nginx's 400
+                    log.debug("a request body broke before it went up: %r", exc)
+                    return page(400, request, close=True)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    log.debug("a client left before its body came: %r", exc)
+                    if request.transport is not None:
+                        request.transport.close()
+                    raise ConnectionResetError("the client left mid-body") from None
+                body = first if whole else request.content
         length = len(body) if isinstance(body, bytes) else None
         if isinstance(body, StreamReader):  # framed as the client framed it, as aiohttp parsed it
             length = request.content_length
@@ -186,7 +202,7 @@ class ReverseProxyFallback:
         if isinstance(body, bytes) and len(body) < _COALESCE:
             head, body = head + body, None  # one write, as aiohttp's client coalesces
         try:
-            exchange = await self._ask(request.method, head, body, chunked=chunked)
+            exchange = await self._ask(request.method, head, body, chunked=chunked, first=first)
         except TimeoutError:
             return page(504, request)
         except OSError as exc:
@@ -221,7 +237,13 @@ class ReverseProxyFallback:
         return response
 
     async def _ask(
-        self, method: str, head: bytes, body: bytes | StreamReader | None, *, chunked: bool
+        self,
+        method: str,
+        head: bytes,
+        body: bytes | StreamReader | None,
+        *,
+        chunked: bool,
+        first: bytes = b"",
     ) -> _Exchange:
         """Send a request on a pooled connection; return it, the answer's head and body reader.
 
@@ -238,7 +260,8 @@ class ReverseProxyFallback:
             try:
                 answer = connection.send(method, head)
                 if isinstance(body, StreamReader):
-                    upload = asyncio.create_task(send_body(connection, body, chunked=chunked))
+                    sending = send_body(connection, body, chunked=chunked, first=first)
+                    upload = asyncio.create_task(sending)
                 else:
                     if body:
                         connection.write(body)
@@ -312,6 +335,36 @@ class ReverseProxyFallback:
 
     def _spliced(self) -> None:
         self.splices -= 1
+
+
+async def _buffered(request: web.Request) -> tuple[bytes, bool]:
+    """Read what of ``request``'s body comes before a pooled connection is taken; whether all.
+
+    A declared body up to ``BUFFER`` bytes is read whole; a chunked one up to
+    ``BUFFER`` bytes (all of it, if it ends sooner); one declared longer not at
+    all (its head goes first: the site may answer from it, as nginx's 413), nor a
+    chunked one with ``Expect: 100-continue`` (the door sent the 100 already; the
+    site's answer from the head follows it at once). A client sending
+    slowly holds no connection to the site meanwhile: the door's body timeout
+    governs it. Memory: ``BUFFER`` bytes a request at most, and aiohttp reads one
+    request of a connection at a time, so ``--max-connections`` times ``BUFFER``
+    (4096 x 64 KiB, 256 MiB) in the worst case, beside the up to twice ``BUFFER``
+    aiohttp's own reader of each connection holds before it pauses the socket.
+    """
+    content, length = request.content, request.content_length
+    if length is not None:
+        if length > BUFFER:
+            return b"", False
+        return await content.readexactly(length), True
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        return b"", False
+    data = bytearray()
+    while len(data) < BUFFER:
+        piece = await content.read(BUFFER - len(data))
+        if not piece:
+            return bytes(data), True
+        data += piece
+    return bytes(data), content.at_eof()
 
 
 def _client_ssl(verify: bool) -> ssl.SSLContext:
