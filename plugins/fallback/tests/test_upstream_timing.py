@@ -4,7 +4,8 @@ The site's read timeout starts once the request went up whole (nginx's
 ``proxy_read_timeout``): a client uploading slowly is the door's body timeout's
 business. Small bodies are read before a pooled connection is taken (nginx's
 ``proxy_request_buffering``), so clients that declare a body and send nothing
-hold no connection to the site. The sites are real aiohttp or asyncio servers on
+hold no connection to the site. A site that floods interim answers gets a 502,
+not a client held for good. The sites are real aiohttp or asyncio servers on
 127.0.0.1.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from fallback_site import door
+from flyway_fallback.reverse_proxy.upstream import MAX_INTERIM
 
 from flyway_core.testing.probes import Probe, answer
 
@@ -133,3 +135,35 @@ async def test_clients_that_declare_a_body_and_send_nothing_hold_no_connection()
     assert [r.status for r in bystander.responses] == [200]
     assert bystander.elapsed < 0.5
     assert [body for _, body in answers] == [b"/form got 10 bytes"] * 4
+
+
+async def test_a_site_flooding_interim_answers_gets_502() -> None:
+    """100 Continue every 20 ms, never a final answer (each read resets the read timer)."""
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for _ in range(500):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    async with raw_site(flood) as site:
+        async with door(f"http://127.0.0.1:{site}", reverse_proxy_timeout=0.5) as (_, bound):
+            got = await answer(bound.port, Probe("1xx", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [r.status for r in got.responses] == [502]
+    assert got.elapsed < 0.02 * (MAX_INTERIM + 10)
+
+
+async def test_a_few_interim_answers_still_come_before_the_answer() -> None:
+    async def some(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * MAX_INTERIM)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with raw_site(some) as site:
+        async with door(f"http://127.0.0.1:{site}") as (_, bound):
+            got = await answer(bound.port, Probe("1xx", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [r.status for r in got.responses] == [200]
+    assert got.responses[0].body == b"ok"

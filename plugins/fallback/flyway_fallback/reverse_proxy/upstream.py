@@ -9,7 +9,8 @@ answer's head; the answer is parsed by aiohttp's own ``HttpResponseParser`` (the
 llhttp one when built), fed from ``data_received`` as aiohttp's ``ResponseHandler``
 feeds it, which hands over the head and a ``StreamReader`` of the body (flow
 controlled: a full reader pauses the socket). Interim answers (1xx) are skipped,
-as aiohttp's client skips them.
+as aiohttp's client skips them, ``MAX_INTERIM`` at most (more fail the exchange
+with ``UpstreamBroken``: a site flooding 100s cannot hold a client for good).
 The read timer starts once the request was sent whole (``sent``, as nginx's
 ``proxy_read_timeout``): a client's slow upload is the door's body timeout's
 business, not the site's; an answer the site sends earlier is still taken at
@@ -38,6 +39,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 __all__ = [
     "KEEPALIVE",
+    "MAX_INTERIM",
     "UpstreamBroken",
     "UpstreamClosed",
     "UpstreamConnection",
@@ -48,6 +50,7 @@ __all__ = [
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout)
 _LIMIT = 1 << 16  # a body reader pauses the socket over twice this (aiohttp's read_bufsize)
 _NO_BODY = frozenset({204, 304})
+MAX_INTERIM = 16  # interim answers (1xx) taken before one final answer; more are a 502
 
 Answer = tuple[RawResponseMessage, StreamReader]
 
@@ -80,6 +83,7 @@ class UpstreamConnection(BaseProtocol):
         self._payload: StreamReader | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
+        self._interim = 0  # 1xx answers to the current request
         self.reusable = True  # nobody said close, nothing went wrong
         self.received = False  # a byte of the current answer came
         self.requests = 0  # sent on this connection so far
@@ -108,6 +112,7 @@ class UpstreamConnection(BaseProtocol):
         self._answer = answer = self._loop.create_future()
         self._payload = None
         self.received = False
+        self._interim = 0
         self.requests += 1
         transport.write(head)
         return answer
@@ -181,6 +186,10 @@ class UpstreamConnection(BaseProtocol):
             if message.should_close:
                 self.reusable = False
             if 100 <= message.code < 200 and message.code != 101:
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    self._fail(UpstreamBroken(f"the site sent over {MAX_INTERIM} 1xx answers"))
+                    return
                 continue  # interim: the final answer follows
             answer = self._answer
             if answer is None or answer.done():
