@@ -180,6 +180,51 @@ async def test_a_site_that_closes_idle_connections_costs_no_request() -> None:
     assert len(site.heads) == 3 and site.connections == 3
 
 
+MORE_THAN_ASKED = {  # each in one write: the extra bytes come in the read of the answer
+    b"/head-with-body": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"/304-with-body": b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 5\r\n\r\nhello',
+    b"/past-its-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE",
+    b"/after-100": b"HTTP/1.1 100 Continue\r\n\r\n" + OK + b"GARBAGE",
+    b"/after": OK,
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status"),
+    [
+        ("/head-with-body", "HEAD", 200),
+        ("/304-with-body", "GET", 304),
+        ("/past-its-length", "GET", 200),
+        ("/after-100", "GET", 200),
+    ],
+)
+async def test_bytes_past_a_whole_answer_let_it_through_and_end_the_connection(
+    path: str, method: str, status: int
+) -> None:
+    """As nginx: the answer goes on, the connection is not used again (it was a 502)."""
+    async with scripted(lambda head, c, n: Reply(MORE_THAN_ASKED[_path(head)])) as site:
+        async with door(f"http://127.0.0.1:{site.port}") as (_, bound):
+            got = await answer(bound.port, _get(path, method=method))
+            after = await answer(bound.port, _get("/after"))
+    assert [r.status for r in got.responses] == [status], got.raw
+    if status == 200 and method == "GET":
+        assert got.responses[0].body == b"ok"
+    else:
+        assert got.raw.endswith(b"\r\n\r\n") and b"hello" not in got.raw
+    assert not got.closed
+    assert [r.status for r in after.responses] == [200]
+    assert site.connections == 2
+
+
+async def test_a_101_nobody_asked_for_gets_nginxs_502() -> None:
+    switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nx"
+    async with scripted(lambda head, c, n: Reply(switched)) as site:
+        async with door(f"http://127.0.0.1:{site.port}") as (_, bound):
+            got = await answer(bound.port, _get("/"))
+    assert [r.status for r in got.responses] == [502], got.raw
+    assert b"<title>502 Bad Gateway</title>" in got.responses[0].body
+
+
 SLOW = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
 
 

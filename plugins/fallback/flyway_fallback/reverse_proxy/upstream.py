@@ -20,7 +20,10 @@ that takes none of it for ``timeout`` fails it too (``drain``: nginx's
 two reads fails the head (or the body) with ``UpstreamTimeout``; it closing first
 fails them with ``UpstreamClosed`` (a body fails with aiohttp's payload error when
 it came short of its length); an answer the parser refuses, with
-``UpstreamBroken``. A connection goes back to the pool only when its answer was
+``UpstreamBroken``, and so does a 101 (no pooled request asks to upgrade: nginx's
+502). Bytes past a whole answer (a body to a HEAD or with a 304, more than its
+``Content-Length``) leave the answer as it was and the connection unreused, as
+nginx does (``_answer_before``). A connection goes back to the pool only when its answer was
 read whole and neither side said ``close``; one the site closed while idle leaves
 the pool at once.
 """
@@ -84,6 +87,9 @@ class UpstreamConnection(BaseProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         self._interim = 0  # 1xx answers to the current request
+        self._method = "GET"
+        self._parser: HttpResponseParser | None = None
+        self._heard: list[bytes] = []  # what came of the current answer before its head
         self.reusable = True  # nobody said close, nothing went wrong
         self.received = False  # a byte of the current answer came
         self.requests = 0  # sent on this connection so far
@@ -100,15 +106,9 @@ class UpstreamConnection(BaseProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the site closed the connection")
-        self._parser = HttpResponseParser(
-            self,
-            self._loop,
-            _LIMIT,
-            payload_exception=ClientPayloadError,
-            response_with_body=method != "HEAD",
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        self._method = method
+        self._parser = self._new_parser(self)
+        self._heard = []
         self._answer = answer = self._loop.create_future()
         self._payload = None
         self.received = False
@@ -177,11 +177,19 @@ class UpstreamConnection(BaseProtocol):
             if data:
                 self._fail(UpstreamClosed("the site sent bytes unasked"))
             return
+        heading = self._answer is not None and not self._answer.done()
+        if heading:
+            self._heard.append(data)
         try:
             messages, upgraded, _ = parser.feed_data(data)
-        except HttpProcessingError as exc:  # a site that breaks HTTP
-            self._fail(UpstreamBroken(f"the site's answer broke HTTP: {exc!r}"))
-            return
+        except HttpProcessingError as exc:  # a site that breaks HTTP, or sent more than asked
+            whole = self._answer_before() if heading else None
+            if whole is None:
+                self._fail(UpstreamBroken(f"the site's answer broke HTTP: {exc!r}"))
+                return
+            messages, upgraded = [m for m in whole if not 100 <= m[0].code < 200], False
+            self.reusable = False  # the answer goes on; what came after it, not
+            self._parser = None
         for message, payload in messages:
             if message.should_close:
                 self.reusable = False
@@ -191,10 +199,14 @@ class UpstreamConnection(BaseProtocol):
                     self._fail(UpstreamBroken(f"the site sent over {MAX_INTERIM} 1xx answers"))
                     return
                 continue  # interim: the final answer follows
+            if message.code == 101:  # no pooled request asks for an upgrade: nginx's 502
+                self._fail(UpstreamBroken("the site switched protocols unasked"))
+                return
             answer = self._answer
             if answer is None or answer.done():
                 self.reusable = False  # a second answer to one request
                 continue
+            self._heard = []
             if message.code in _NO_BODY:
                 payload = EMPTY_PAYLOAD
             self._payload = payload
@@ -237,7 +249,7 @@ class UpstreamConnection(BaseProtocol):
         answer, payload = self._answer, self._payload
         if answer is not None and not answer.done():
             answer.set_exception(exc)
-        elif payload is not None:
+        elif payload is not None and not payload.is_eof():  # a whole body still goes on
             payload.set_exception(exc)
         if self.transport is not None:
             self.transport.abort()
@@ -253,6 +265,52 @@ class UpstreamConnection(BaseProtocol):
             self._timer = self._loop.call_at(due, self._on_timer)
             return
         self._fail(UpstreamTimeout(f"the site sent nothing for {self._timeout} s"))
+
+    def _new_parser(self, protocol: BaseProtocol) -> HttpResponseParser:
+        return HttpResponseParser(
+            protocol,
+            self._loop,
+            _LIMIT,
+            payload_exception=ClientPayloadError,
+            response_with_body=self._method != "HEAD",
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+
+    def _answer_before(self) -> list[tuple[RawResponseMessage, StreamReader]] | None:
+        """The messages of what came, cut where the final answer ends whole; None if it did not.
+
+        For a site that sent more than its answer in the same read (a body to a
+        HEAD or with a 304, bytes past its ``Content-Length``): aiohttp's parser
+        refuses the whole read, nginx passes the answer on and drops the
+        connection. The end is searched for by parsing starts of what came
+        (at most twice the log of its size in parses, on this path only): the
+        shortest start that holds a whole final answer or breaks HTTP.
+        """
+        raw, self._heard = b"".join(self._heard), []
+
+        def parse(size: int) -> list[tuple[RawResponseMessage, StreamReader]] | None:
+            parser = self._new_parser(BaseProtocol(self._loop))  # its flow control: none
+            try:
+                return list(parser.feed_data(raw[:size])[0])
+            except HttpProcessingError:
+                return None
+
+        def whole(messages: list[tuple[RawResponseMessage, StreamReader]]) -> bool:
+            return any(
+                not 100 <= m.code < 200 and (m.code in _NO_BODY or p.is_eof()) for m, p in messages
+            )
+
+        low, high = 0, len(raw)
+        while low < high:
+            middle = (low + high) // 2
+            messages = parse(middle)
+            if messages is None or whole(messages):
+                high = middle
+            else:
+                low = middle + 1
+        messages = parse(low)
+        return messages if messages is not None and whole(messages) else None
 
     def _arm(self) -> None:
         """Start the read timer, unless it runs or the answer came whole (or none is due)."""
