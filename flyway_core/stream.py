@@ -189,6 +189,11 @@ class TunnelStream:
             self._ended = True
             self.session.end_stream(self.stream_id)
 
+    @property
+    def is_reset(self) -> bool:
+        """Whether the stream was reset (by either end)."""
+        return self._reset is not None
+
     def reset(self, reason: int = ResetReason.CANCELLED, message: str = "") -> None:
         """Abort the stream in both directions."""
         if self._reset is None:

@@ -140,6 +140,8 @@ class Upstream:
         stream: the dial stops then, not at ``TARGET_TIMEOUT``. The reset cancels this
         task; that one cancellation is taken back here, any other goes on.
         """
+        if stream.is_reset:  # the Reset came in the same read as the Open
+            return False
         task = asyncio.current_task()
         assert task is not None
         stream.on_reset = task.cancel

@@ -5,10 +5,12 @@ Plain blocking sockets, no event loop: for code that starts servers in other pro
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
-__all__ = ["free_port", "udp_port_free", "wait_port", "wait_port_on"]
+__all__ = ["blackhole", "free_port", "udp_port_free", "wait_port", "wait_port_on"]
 
 
 def free_port() -> int:
@@ -16,6 +18,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[int]:
+    """A port of 127.0.0.1 that takes no more connections: a connect to it hangs.
+
+    It listens with its accept queue full (one connection made, never accepted), so
+    Linux drops every further SYN, as a silent network would.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # room for one connection not yet accepted, and it is never
+        port = int(listener.getsockname()[1])
+        first = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+        assert first.getpeername()[1] == port  # the queue is full from here on
+        yield port
 
 
 def udp_port_free(port: int, host: str = "127.0.0.1") -> bool:

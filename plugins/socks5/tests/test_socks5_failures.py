@@ -12,7 +12,6 @@ a network without any route fails with ENETUNREACH.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import socket
@@ -27,7 +26,7 @@ from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
 from flyway_core.memory import MemoryTransport
 from flyway_core.server import FlywayServer
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, ports
 from flyway_core.testing.pairs import wait_for
 from flyway_core.upstream import TARGET_TIMEOUT
 
@@ -37,13 +36,7 @@ REQUEST = b"\x05\x01\x00"  # the greeting a client without credentials sends
 @pytest.fixture
 def blackhole() -> Iterator[Address]:
     """A port on 127.0.0.1 that takes no more connections: connects to it hang."""
-    with contextlib.ExitStack() as stack:
-        listener = stack.enter_context(socket.socket())
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)  # room for one connection not yet accepted, and it is never
-        port = listener.getsockname()[1]
-        first = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
-        assert first.getpeername()[1] == port  # the queue is full from here on
+    with ports.blackhole() as port:
         yield Address("127.0.0.1", port)
 
 
