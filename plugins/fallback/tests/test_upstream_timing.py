@@ -132,8 +132,7 @@ async def test_clients_that_declare_a_body_and_send_nothing_hold_no_connection()
             answers = [await _read_answer(reader) for reader, _ in holders]
             for _, writer in holders:
                 writer.close()
-    assert [r.status for r in bystander.responses] == [200]
-    assert bystander.elapsed < 0.5
+    assert [r.status for r in bystander.responses] == [200]  # a held pool: a 504, or nothing
     assert [body for _, body in answers] == [b"/form got 10 bytes"] * 4
 
 
@@ -150,8 +149,7 @@ async def test_a_site_flooding_interim_answers_gets_502() -> None:
     async with raw_site(flood) as site:
         async with door(f"http://127.0.0.1:{site}", reverse_proxy_timeout=0.5) as (_, bound):
             got = await answer(bound.port, Probe("1xx", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-    assert [r.status for r in got.responses] == [502]
-    assert got.elapsed < 0.02 * (MAX_INTERIM + 10)
+    assert [r.status for r in got.responses] == [502]  # uncapped: nothing within 5 s
 
 
 async def test_a_few_interim_answers_still_come_before_the_answer() -> None:

@@ -167,6 +167,7 @@ class ReverseProxyFallback:
         return await self._forward(request)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
+        pool = self.pool  # this request's, even if close() drops it meanwhile
         target = self.upstream.target(request.raw_path)
         body: bytes | StreamReader | None = None
         first = b""
@@ -202,7 +203,9 @@ class ReverseProxyFallback:
         if isinstance(body, bytes) and len(body) < _COALESCE:
             head, body = head + body, None  # one write, as aiohttp's client coalesces
         try:
-            exchange = await self._ask(request.method, head, body, chunked=chunked, first=first)
+            exchange = await self._ask(
+                pool, request.method, head, body, chunked=chunked, first=first
+            )
         except TimeoutError:
             return page(504, request)
         except OSError as exc:
@@ -229,15 +232,13 @@ class ReverseProxyFallback:
                 raise ConnectionResetError("the upstream failed mid-answer") from None
             reuse = upload is None or upload.done()
             await self._send(response.write_eof(), response, 0, request)
-        finally:
-            if upload is not None and not upload.done():
-                upload.cancel()  # the site answered before the body's end: not reused
-                await asyncio.wait([upload])
-            self.pool.release(connection, reuse=connection.finished() and reuse)
+        finally:  # an upload still going: the site answered before the body's end, not reused
+            await _end(pool, connection, upload, reuse=reuse)
         return response
 
     async def _ask(
         self,
+        pool: UpstreamPool,
         method: str,
         head: bytes,
         body: bytes | StreamReader | None,
@@ -253,7 +254,7 @@ class ReverseProxyFallback:
         for the methods it may repeat).
         """
         retry = not isinstance(body, StreamReader) and method in _IDEMPOTENT
-        connection = await self.pool.acquire()
+        connection = await pool.acquire()
         while True:
             upload: asyncio.Task[None] | None = None
             reused = connection.requests > 0
@@ -268,22 +269,14 @@ class ReverseProxyFallback:
                     connection.sent()
                 message, payload = await answer
             except UpstreamClosed:
-                if upload is not None:
-                    upload.cancel()
-                    await asyncio.wait([upload])
-                connection.finished()
-                self.pool.release(connection, reuse=False)
+                await _end(pool, connection, upload, reuse=False)
                 if not (retry and reused and not connection.received):
                     raise
                 retry = False
-                connection = await self.pool.acquire(fresh=True)
+                connection = await pool.acquire(fresh=True)
                 continue
             except BaseException:
-                if upload is not None:
-                    upload.cancel()
-                    await asyncio.wait([upload])
-                connection.finished()
-                self.pool.release(connection, reuse=False)
+                await _end(pool, connection, upload, reuse=False)
                 raise
             return connection, message, payload, upload
 
@@ -365,6 +358,24 @@ async def _buffered(request: web.Request) -> tuple[bytes, bool]:
             return bytes(data), True
         data += piece
     return bytes(data), content.at_eof()
+
+
+async def _end(
+    pool: UpstreamPool,
+    connection: UpstreamConnection,
+    upload: asyncio.Task[None] | None,
+    *,
+    reuse: bool,
+) -> None:
+    """End an exchange: stop its upload if it still runs (the connection is then not
+    reused), and give the connection back to ``pool`` on every path."""
+    try:
+        if upload is not None and not upload.done():
+            reuse = False
+            upload.cancel()
+            await asyncio.wait([upload])
+    finally:
+        pool.release(connection, reuse=connection.finished() and reuse)
 
 
 def _client_ssl(verify: bool) -> ssl.SSLContext:

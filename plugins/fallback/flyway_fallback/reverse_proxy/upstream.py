@@ -103,6 +103,7 @@ class UpstreamConnection(BaseProtocol):
 
         The read timer waits for ``sent`` (or the answer's first byte).
         """
+        self.received = False  # nothing of this answer yet (a closed connection: retry)
         transport = self.transport
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the site closed the connection")
@@ -111,7 +112,6 @@ class UpstreamConnection(BaseProtocol):
         self._heard = []
         self._answer = answer = self._loop.create_future()
         self._payload = None
-        self.received = False
         self._interim = 0
         self.requests += 1
         transport.write(head)
@@ -177,6 +177,8 @@ class UpstreamConnection(BaseProtocol):
             if data:
                 self._fail(UpstreamClosed("the site sent bytes unasked"))
             return
+        if data and self._payload is not None and self._payload.is_eof():
+            self.reusable = False  # bytes after the whole answer: nginx drops such a connection
         heading = self._answer is not None and not self._answer.done()
         if heading:
             self._heard.append(data)
