@@ -41,6 +41,7 @@ REASONS = {
     404: "Not Found",
     405: "Not Allowed",
     408: "Request Time-out",
+    412: "Precondition Failed",
     413: "Request Entity Too Large",
     414: "Request-URI Too Large",
     416: "Requested Range Not Satisfiable",

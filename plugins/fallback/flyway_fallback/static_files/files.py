@@ -160,8 +160,7 @@ def _file(
     etag, modified = etag_of(st), http_date(mtime)
     keep, head = request.keep_alive, request.method == "HEAD"
     if precondition_failed(request, etag, mtime):
-        body = page_body(404, msie="MSIE " in request.headers.get("User-Agent", ""))
-        body = body.replace(b"404 Not Found", b"412 Precondition Failed")
+        body = page_body(412, msie="MSIE " in request.headers.get("User-Agent", ""))
         headers = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
         return HeadAnswer(
             412,
