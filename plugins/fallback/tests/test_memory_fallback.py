@@ -28,6 +28,7 @@ from intermediaries.children import make_workdir
 from intermediaries.site import run_nginx_site
 
 from flyway_core.testing import free_port, wait_port
+from flyway_core.testing.sites import web_site
 
 GROWTH = 16 << 10  # KiB: the most the server's resident set may grow while a body passes
 _BLOCK = 1 << 20
@@ -130,14 +131,8 @@ async def counting_site() -> AsyncIterator[tuple[int, list[tuple[int, str, str |
     app = web.Application()
     app[UPLOADED] = []
     app.router.add_route("POST", "/{tail:.*}", _count_and_hash)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], app[UPLOADED]
-    finally:
-        await runner.cleanup()
+    async with web_site(app) as port:
+        yield port, app[UPLOADED]
 
 
 async def test_a_512_mib_chunked_upload_through_the_proxy_keeps_the_servers_memory_flat(

@@ -29,6 +29,7 @@ from flyway_core import ConfigError, Settings
 from flyway_core.testing import free_port
 from flyway_core.testing.certs import self_signed
 from flyway_core.testing.probes import Answer, Probe, answer
+from flyway_core.testing.sites import web_site
 from flyway_core.tls import server_ssl
 
 
@@ -101,15 +102,8 @@ async def upstream() -> AsyncIterator[Upstream]:
     app.router.add_route("GET", "/ws", _ws)
     app.router.add_route("GET", "/cut", _cut)
     app.router.add_route("*", "/{tail:.*}", _echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.port = runner.addresses[0][1]
-    try:
+    async with web_site(app) as state.port:
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def test_heads_arrive_with_forwarding_headers_and_without_hop_by_hop(

@@ -19,6 +19,7 @@ from aiohttp import web
 from fallback_site import door
 
 from flyway_core.testing.probes import Probe, answer
+from flyway_core.testing.sites import web_site
 
 
 @contextlib.asynccontextmanager
@@ -33,17 +34,10 @@ async def path_site() -> AsyncIterator[tuple[int, list[str]]]:
             return web.Response(body=b"b" * (8 << 20))
         return web.Response(text=f"{request.path} for {request.host}", headers={"X-Pad": "y" * 16})
 
-    runner = web.AppRunner(web.Application(handler_args={"max_field_size": 1 << 16}))
-    runner.app.router.add_route("*", "/{tail:.*}", handle)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        yield server.sockets[0].getsockname()[1], seen
-    finally:
-        await runner.cleanup()
+    app = web.Application(handler_args={"max_field_size": 1 << 16})
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with web_site(app) as port:
+        yield port, seen
 
 
 async def test_connection_naming_content_length_smuggles_nothing_into_the_next_answer() -> None:

@@ -22,6 +22,7 @@ from fallback_site import door
 from flyway_fallback.reverse_proxy.upstream import MAX_INTERIM
 
 from flyway_core.testing.probes import Probe, answer
+from flyway_core.testing.sites import web_site
 
 
 @contextlib.asynccontextmanager
@@ -31,17 +32,10 @@ async def reading_site() -> AsyncIterator[int]:
     async def handle(request: web.Request) -> web.Response:
         return web.Response(text=f"{request.path} got {len(await request.read())} bytes")
 
-    runner = web.AppRunner(web.Application(client_max_size=16 << 20))
-    runner.app.router.add_route("*", "/{tail:.*}", handle)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        await runner.cleanup()
+    app = web.Application(client_max_size=16 << 20)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with web_site(app) as port:
+        yield port
 
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -18,6 +18,7 @@ from flyway_core.direct import DIRECT
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ResetReason
 from flyway_core.testing import joined_tunnel
+from flyway_core.testing.sites import web_site
 
 # Targets under .test that the test dialer answers itself, one per failure kind.
 OUTCOMES = {
@@ -139,15 +140,8 @@ async def web_target() -> AsyncIterator[Address]:
     app.router.add_post("/echo", _echo)
     app.router.add_get("/chunked", _chunked)
     app.router.add_get("/", _hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with web_site(app) as port:
         yield Address("127.0.0.1", port)
-    finally:
-        await runner.cleanup()
 
 
 async def _hello(request: web.Request) -> web.Response:

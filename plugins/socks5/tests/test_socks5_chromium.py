@@ -23,6 +23,7 @@ from flyway_core import Address, Settings, hookimpl
 from flyway_core.direct import DirectDialer
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.testing import joined_tunnel
+from flyway_core.testing.sites import web_site
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -134,14 +135,8 @@ async def page_server() -> AsyncIterator[tuple[int, list[tuple[str, str]]]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], seen
-    finally:
-        await runner.cleanup()
+    async with web_site(app) as port:
+        yield port, seen
 
 
 async def _proxy(
