@@ -9,7 +9,9 @@ Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the
 fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
 every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
 a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``; from
-``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes;
+``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes,
+and ``blackhole`` (a port whose connects hang); ``sites.web_site`` (an aiohttp app on
+127.0.0.1) and ``certs.self_signed`` (a certificate for 127.0.0.1);
 in ``flyway_core.testing.probes`` the corpus of strangers' probes (``PROBES``) and
 ``answer()``, which sends one over a raw socket and splits what came back; in
 ``processes`` ``flyway_processes`` (real ``flyway`` processes, always stopped); and in
