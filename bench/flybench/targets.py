@@ -73,6 +73,22 @@ def evaluate_targets(
     def verdict_na(target: str, why: str) -> None:
         add(target, None if why == "not measured" else False, why)
 
+    def p50_within(
+        target: str, mine: dict[str, Any] | None, base: dict[str, Any] | None, name: str, us: int
+    ) -> None:
+        """``mine``'s p50 at most ``us`` over ``base``'s (``name``: what base is)."""
+        if why := usable(mine) or usable(base):
+            verdict_na(target, why)
+            return
+        assert mine is not None
+        assert base is not None
+        extra = mine["p50_us"] - base["p50_us"]
+        add(
+            target,
+            extra <= us,
+            f"{mine['p50_us']:,.0f} µs, {name} {base['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
+        )
+
     # WebSocket
     throughput(TARGET_WS, 0.30, "WS")
     # "Both directions at once not below either alone": the bytes a duplex transfer moves
@@ -91,17 +107,8 @@ def evaluate_targets(
             f"{both:,.0f} MB/s at once vs {ws['upload']['mbps']:,.0f} up,"
             f" {ws['download']['mbps']:,.0f} down alone",
         )
-    ws_rtt, why = rtt_p50(TARGET_WS)
-    direct_rtt, why2 = rtt_p50("direct")
     target = "WS 64 B round trip p50 ≤ direct + 250 µs"
-    if ws_rtt is None or direct_rtt is None:
-        verdict_na(target, why or why2)
-    else:
-        add(
-            target,
-            ws_rtt <= direct_rtt + 250,
-            f"{ws_rtt:,.0f} µs, direct {direct_rtt:,.0f} µs ({ws_rtt - direct_rtt:+,.0f} µs)",
-        )
+    p50_within(target, ws.get("rtt"), direct.get("rtt"), "direct", 250)
     connect = results.get(TARGET_WS, {}).get("connect")
     target = "WS connect + 1st byte p50 ≤ 1.5 ms"
     if why := usable(connect):
@@ -111,36 +118,11 @@ def evaluate_targets(
         add(target, connect["p50_us"] <= 1500, f"{connect['p50_us']:,.0f} µs")
 
     # SOCKS5 (-D) against -L, both over ws in this run
-    for metric, word in (("connect", "connect + 1st byte"),):
-        mine, base = results.get(TARGET_SOCKS5, {}).get(metric), ws.get(metric)
-        target = f"SOCKS5 {word} p50 ≤ ws (-L) + {SOCKS5_CONNECT_EXTRA_US} µs"
-        if why := usable(mine) or usable(base):
-            verdict_na(target, why)
-        else:
-            assert mine is not None
-            assert base is not None
-            extra = mine["p50_us"] - base["p50_us"]
-            add(
-                target,
-                extra <= SOCKS5_CONNECT_EXTRA_US,
-                f"{mine['p50_us']:,.0f} µs, ws {base['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
-            )
-    udp, tcp = (
-        results.get(TARGET_SOCKS5, {}).get("udp_rtt"),
-        results.get(TARGET_SOCKS5, {}).get("rtt"),
-    )
+    socks5 = results.get(TARGET_SOCKS5, {})
+    target = f"SOCKS5 connect + 1st byte p50 ≤ ws (-L) + {SOCKS5_CONNECT_EXTRA_US} µs"
+    p50_within(target, socks5.get("connect"), ws.get("connect"), "ws", SOCKS5_CONNECT_EXTRA_US)
     target = f"SOCKS5 UDP round trip p50 ≤ its TCP round trip + {SOCKS5_UDP_EXTRA_US} µs"
-    if why := usable(udp) or usable(tcp):
-        verdict_na(target, why)
-    else:
-        assert udp is not None
-        assert tcp is not None
-        extra = udp["p50_us"] - tcp["p50_us"]
-        add(
-            target,
-            extra <= SOCKS5_UDP_EXTRA_US,
-            f"{udp['p50_us']:,.0f} µs, TCP {tcp['p50_us']:,.0f} µs ({extra:+,.0f} µs)",
-        )
+    p50_within(target, socks5.get("udp_rtt"), socks5.get("rtt"), "TCP", SOCKS5_UDP_EXTRA_US)
     for metric in ("upload", "download"):
         mine, base = results.get(TARGET_SOCKS5, {}).get(metric), ws.get(metric)
         target = f"SOCKS5 one-stream {metric} ≥ {SOCKS5_THROUGHPUT_MIN:.0%} of ws (-L)"
@@ -191,9 +173,9 @@ def evaluate_targets(
         verdict_na("KCP 64 B round trip p50 ≤ 1 ms", why)
     else:
         add("KCP 64 B round trip p50 ≤ 1 ms", value <= 1000, f"{value:,.0f} µs")
-    _kcp_lossy(results.get(TARGET_KCP_LOSSY, {}), "KCP lossy", add, usable)
+    _kcp_lossy(results.get(TARGET_KCP_LOSSY, {}), "KCP lossy", add, usable, verdict_na)
     if TARGET_KCP_NOFEC in results:  # FEC measured the other way: only when asked for
-        _kcp_lossy(results[TARGET_KCP_NOFEC], "KCP lossy, FEC off", add, usable)
+        _kcp_lossy(results[TARGET_KCP_NOFEC], "KCP lossy, FEC off", add, usable, verdict_na)
 
     # HTTP POST, direct and through nginx
     for label, limit_ms, minimum, who in (
@@ -215,6 +197,7 @@ def _kcp_lossy(
     who: str,
     add: Callable[[str, bool | None, str], None],
     usable: Callable[[dict[str, Any] | None], str],
+    na: Callable[[str, str], None],
 ) -> None:
     """The lossy link's targets for one column: speed and resent share each way, round trip.
 
@@ -224,10 +207,6 @@ def _kcp_lossy(
     beyond the payload (parity, resends, the seal's, KCP's and FEC's headers), from the
     relay's count of what it was given.
     """
-
-    def na(target: str, why: str) -> None:
-        add(target, None if why == "not measured" else False, why)
-
     for metric, direction in (("upload", "up"), ("download", "down")):
         r = lossy.get(metric)
         target = f"{who} one-stream {metric} ≥ {KCP_LOSSY_MBPS:.0f} MB/s"
