@@ -26,6 +26,7 @@ from flyway_core.testing import (
     EchoServer,
     free_port,
     joined_tunnel,
+    listening,
     run_pair,
     wait_for,
     wait_port,
@@ -378,10 +379,7 @@ async def test_a_refusal_is_socks5_reply_2_and_http_proxy_403(echo_server: Addre
     settings = Settings(password="pw", policy=Policy.parse(deny_private=True))
     async with joined_tunnel(settings) as tunnel, asyncio.timeout(10):
         listener = socks.Socks5Listener(Address("127.0.0.1", 0))
-        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-        serving = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
-        proxy = await bound
-        try:
+        async with listening(listener, tunnel) as proxy:
             reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
             port = echo_server.port.to_bytes(2, "big")
             writer.write(b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01" + port)
@@ -393,9 +391,6 @@ async def test_a_refusal_is_socks5_reply_2_and_http_proxy_403(echo_server: Addre
             writer.write(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n\r\n".encode())
             assert (await reader.readline()).startswith(b"HTTP/1.1 403")
             writer.close()
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "::ffff:0.0.0.0"])

@@ -5,17 +5,18 @@ Fixtures: ``pm`` (a fresh plugin manager without entry points), ``plugins``
 ``tunnel`` (a client tunnel joined in memory to a server front door that dials
 targets with the built-in direct dialer).
 
-Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the
-fixtures use), and from ``pairs`` a real server and client on 127.0.0.1 with
-every installed transport (``run_pair``, or ``serving`` and ``forwarding`` apart),
-a ``Relay`` a test can cut or freeze, ``hashed_exchange`` and ``wait_for``; from
-``ports`` ``free_port``, ``wait_port`` and ``wait_port_on``, for servers in other processes,
-and ``blackhole`` (a port whose connects hang); ``sites.web_site`` (an aiohttp app on
-127.0.0.1) and ``certs.self_signed`` (a certificate for 127.0.0.1);
-in ``flyway_core.testing.probes`` the corpus of strangers' probes (``PROBES``) and
-``answer()``, which sends one over a raw socket and splits what came back; in
-``processes`` ``flyway_processes`` (real ``flyway`` processes, always stopped); and in
-``udp`` ``udp_echo`` (a UDP echo target for datagram flows and SOCKS5 UDP).
+Helpers, importable from here: ``EchoServer`` and ``joined_tunnel`` (what the fixtures
+use), ``listening`` (a listener served over a tunnel while a block runs), and from
+``pairs`` a real server and client on 127.0.0.1 with every installed transport
+(``run_pair``, or ``serving`` and ``forwarding`` apart), a ``Relay`` a test can cut or
+freeze, ``hashed_exchange`` and ``wait_for``; from ``ports`` ``free_port``,
+``wait_port`` and ``wait_port_on``, for servers in other processes, and ``blackhole`` (a
+port whose connects hang); ``sites.web_site`` (an aiohttp app on 127.0.0.1) and
+``certs.self_signed`` (a certificate for 127.0.0.1); in ``flyway_core.testing.probes``
+the corpus of strangers' probes (``PROBES``) and ``answer()``, which sends one over a
+raw socket and splits what came back; in ``processes`` ``flyway_processes`` (real
+``flyway`` processes, always stopped); and in ``udp`` ``udp_echo`` (a UDP echo target
+for datagram flows and SOCKS5 UDP).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -43,6 +45,9 @@ from flyway_core.testing.pairs import (
 )
 from flyway_core.testing.ports import free_port, wait_port, wait_port_on
 
+if TYPE_CHECKING:
+    from flyway_core.interfaces import Listener, Tunnel
+
 __all__ = [
     "EchoServer",
     "Relay",
@@ -51,6 +56,7 @@ __all__ = [
     "free_port",
     "hashed_exchange",
     "joined_tunnel",
+    "listening",
     "run_pair",
     "serving",
     "wait_for",
@@ -148,6 +154,18 @@ async def joined_tunnel(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def listening(listener: Listener, tunnel: Tunnel) -> AsyncIterator[Address]:
+    """Serve ``listener`` over ``tunnel`` in a task; yield the address it bound; stop it after."""
+    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
+    try:
+        yield await asyncio.wait_for(bound, 5)
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
 
 
 @pytest.fixture

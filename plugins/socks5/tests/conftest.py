@@ -17,7 +17,7 @@ from flyway_core import Address, Settings, TargetError, hookimpl
 from flyway_core.direct import DIRECT
 from flyway_core.plugins import Plugins, make_plugin_manager
 from flyway_core.protocol import ResetReason
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, listening
 from flyway_core.testing.sites import web_site
 
 # Targets under .test that the test dialer answers itself, one per failure kind.
@@ -87,23 +87,15 @@ async def start_proxy(settings: Settings, server_only: ServerOnlyName) -> AsyncI
     pm.register(server_only, name="server-only")
     async with contextlib.AsyncExitStack() as stack:
         tunnel = await stack.enter_async_context(joined_tunnel(settings, Plugins(pm)))
-        tasks: list[asyncio.Task[None]] = []
 
         async def start(
             credentials: tuple[bytes, bytes] | None = None, handshake_timeout: float = 5.0
         ) -> Address:
             creds = Credentials(*credentials) if credentials else None
             listener = Socks5Listener(Address("127.0.0.1", 0), creds, handshake_timeout)
-            bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-            tasks.append(asyncio.create_task(listener.serve(tunnel, started=bound.set_result)))
-            return await asyncio.wait_for(bound, 5)
+            return await stack.enter_async_context(listening(listener, tunnel))
 
-        try:
-            yield start
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=5) if tasks else None
+        yield start
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from aiohttp import web
 from flyway_core import Address, Settings, hookimpl
 from flyway_core.direct import DirectDialer
 from flyway_core.plugins import Plugins, make_plugin_manager
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, listening
 from flyway_core.testing.sites import web_site
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -148,15 +148,7 @@ async def _proxy(
     pm.register(dialer, name="page")
     tunnel = await stack.enter_async_context(joined_tunnel(settings, Plugins(pm)))
     listener = Socks5Listener(Address("127.0.0.1", 0), None, 5.0)
-    bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
-    stack.push_async_callback(_cancel, task)
-    return await asyncio.wait_for(bound, 5)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.wait([task], timeout=5)
+    return await stack.enter_async_context(listening(listener, tunnel))
 
 
 async def test_chromium_loads_a_whole_page_through_dash_d(

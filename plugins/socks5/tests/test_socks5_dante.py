@@ -29,7 +29,7 @@ from flyway_socks5 import Socks5Listener
 
 from flyway_core import Address, Settings
 from flyway_core.policy import Policy
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, listening
 from flyway_core.testing.udp import udp_echo
 
 if TYPE_CHECKING:
@@ -364,14 +364,8 @@ def dante_with_rules() -> Iterator[Child]:
 async def _flyway_denying(address: str) -> AsyncIterator[Address]:
     """A -D port whose server has ``--deny address``."""
     async with joined_tunnel(Settings(password="pw", policy=Policy.parse(deny=[address]))) as t:
-        listener = Socks5Listener(Address("127.0.0.1", 0))
-        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(listener.serve(t, started=bound.set_result))
-        try:
-            yield await asyncio.wait_for(bound, 5)
-        finally:
-            task.cancel()
-            await asyncio.wait([task], timeout=5)
+        async with listening(Socks5Listener(Address("127.0.0.1", 0)), t) as proxy:
+            yield proxy
 
 
 async def test_a_name_that_does_not_resolve_is_host_unreachable_to_both(

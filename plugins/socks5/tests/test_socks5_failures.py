@@ -26,7 +26,7 @@ from flyway_core import Address, Settings
 from flyway_core.client import ClientTunnel
 from flyway_core.memory import MemoryTransport
 from flyway_core.server import FlywayServer
-from flyway_core.testing import joined_tunnel, ports
+from flyway_core.testing import joined_tunnel, listening, ports
 from flyway_core.testing.pairs import wait_for
 from flyway_core.upstream import TARGET_TIMEOUT
 
@@ -47,14 +47,8 @@ async def proxy_and_door(
     """A -D listener whose client gives up on an unanswered connect after 0.3 s."""
     monkeypatch.setattr(base, "CONNECT_TIMEOUT", 0.3)
     async with joined_tunnel(Settings(password="pw")) as tunnel:
-        listener = Socks5Listener(Address("127.0.0.1", 0))
-        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
-        try:
-            yield await asyncio.wait_for(bound, 5), _door(tunnel)
-        finally:
-            task.cancel()
-            await asyncio.wait([task], timeout=5)
+        async with listening(Socks5Listener(Address("127.0.0.1", 0)), tunnel) as proxy:
+            yield proxy, _door(tunnel)
 
 
 def _door(tunnel: ClientTunnel) -> FlywayServer:

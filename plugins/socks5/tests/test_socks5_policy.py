@@ -13,7 +13,7 @@ from python_socks.async_.asyncio import Proxy
 
 from flyway_core import Address, Settings
 from flyway_core.policy import Policy
-from flyway_core.testing import joined_tunnel
+from flyway_core.testing import joined_tunnel, listening
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,14 +21,8 @@ pytestmark = pytest.mark.asyncio
 @contextlib.asynccontextmanager
 async def _proxy_with(policy: Policy) -> AsyncIterator[Address]:
     async with joined_tunnel(Settings(password="pw", policy=policy)) as tunnel:
-        listener = Socks5Listener(Address("127.0.0.1", 0))
-        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
-        try:
-            yield await asyncio.wait_for(bound, 5)
-        finally:
-            task.cancel()
-            await asyncio.wait([task], timeout=5)
+        async with listening(Socks5Listener(Address("127.0.0.1", 0)), tunnel) as proxy:
+            yield proxy
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from flyway_core.memory import MemoryTransport
 from flyway_core.policy import Policy
 from flyway_core.protocol import Feature
 from flyway_core.server import FlywayServer
-from flyway_core.testing import free_port, joined_tunnel
+from flyway_core.testing import free_port, joined_tunnel, listening
 from flyway_core.testing.pairs import wait_for
 from flyway_core.testing.ports import udp_port_free, wait_port
 from flyway_core.testing.processes import FLYWAY, flyway_processes
@@ -64,14 +64,8 @@ class UdpProxy:
 @contextlib.asynccontextmanager
 async def _udp_proxy(settings: Settings) -> AsyncIterator[UdpProxy]:
     async with joined_tunnel(settings) as tunnel:
-        listener = Socks5Listener(Address("127.0.0.1", 0))
-        bound: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(listener.serve(tunnel, started=bound.set_result))
-        try:
-            yield UdpProxy(await asyncio.wait_for(bound, 5), tunnel)
-        finally:
-            task.cancel()
-            await asyncio.wait([task], timeout=5)
+        async with listening(Socks5Listener(Address("127.0.0.1", 0)), tunnel) as proxy:
+            yield UdpProxy(proxy, tunnel)
 
 
 @pytest.fixture
