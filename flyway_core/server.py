@@ -118,6 +118,9 @@ class FlywayServer:
         return connection
 
     async def fallback(self, request: web.Request) -> web.StreamResponse:
+        """Answer ``request`` as the site; it is reported as not tunnel traffic, whoever
+        declined it (no handler claimed it, or one read its body and found it not its own)."""
+        self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
         return await self.fallback_handler.handle(request)
 
     async def run_session(
@@ -178,13 +181,11 @@ class FlywayServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._site_expects(request):  # the site answers it, 100 or not (no transport sends it)
-            self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
             return await self.fallback(request)
         for handler in self._handlers:
             response = await handler(request)
             if response is not None:
                 return response
-        self._emit(NotTunnelTraffic(request.remote or "?", f"{request.method} {request.path}"))
         return await self.fallback(request)
 
     def _site_expects(self, request: web.BaseRequest) -> bool:

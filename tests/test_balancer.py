@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from flyway_core import Address, ServerURL, Settings
-from flyway_core.events import Event, NotTunnelTraffic, SessionDown, SessionUp, TunnelRejected
+from flyway_core.events import Event, NotTunnelTraffic, SessionUp, TunnelRejected
 from flyway_core.testing import forwarding, hashed_exchange, serving
 
 if TYPE_CHECKING:
@@ -70,8 +70,7 @@ async def test_without_the_balancers_cookie_http_sessions_break(
 
     Split, a session usually breaks; its retries may yet land on its own server and
     save it, so what is asserted is the split: the other server saw requests of a
-    session it never accepted (turned away as not tunnel traffic), or answered one that
-    was fresh and authentic with GONE, which ended the client's session.
+    session it never accepted (turned away as not tunnel traffic).
     """
     settings = Settings(password="pw")
     on_a: list[Event] = []
@@ -89,5 +88,4 @@ async def test_without_the_balancers_cookie_http_sessions_break(
             except* (TimeoutError, ConnectionError, OSError, AssertionError):
                 failed = True  # AssertionError: the echo came back short (the session ended)
         turned_away = [e for e in on_a + on_b if isinstance(e, NotTunnelTraffic | TunnelRejected)]
-        gone = [e for e in events if isinstance(e, SessionDown) and e.error]
-        assert failed or sessions_up(events) > 1 or turned_away or gone
+        assert failed or sessions_up(events) > 1 or turned_away

@@ -108,6 +108,26 @@ async def test_a_slow_client_is_dropped_at_its_deadline(sent: bytes) -> None:
     assert "timed out" in reported.reason
 
 
+@pytest.mark.parametrize(
+    ("sent", "reason"),
+    [
+        (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n" + b"\x07" * 300, "POST /"),
+    ],
+    ids=["no handler claims it", "the HTTP POST handler read its body and declined it"],
+)
+async def test_a_request_the_site_answers_is_reported_once_as_not_tunnel_traffic(
+    sent: bytes, reason: str
+) -> None:
+    events: list[Event] = []
+    async with serving(Settings(password="pw"), events) as (_, bound):
+        reader, writer = await _ask(bound.port, sent)
+        assert (await _status(reader)).startswith(b"HTTP/1.1 404")
+        writer.close()
+    reported = [e.reason for e in events if isinstance(e, NotTunnelTraffic)]
+    assert reported == [reason]
+
+
 async def test_a_slow_but_steady_body_is_not_dropped() -> None:
     async with serving(Settings(password="pw", front_door=SHORT), []) as (server, bound):
         reader, writer = await _ask(
